@@ -1,0 +1,124 @@
+"""The build_pairs configuration: one pydantic model, validated before any model loads.
+
+The same object is the Prefect flow's parameter (the UI renders it as a form and rejects bad values), the
+`--config FILE` of the CLI (YAML or JSON), and the target of `--section.field value` overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+SHIPPED_PROMPTS = str(Path(__file__).resolve().parent.parent / "data" / "math_prompts.jsonl")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error, not a silent default
+
+
+class PromptsConfig(_Strict):
+    path: str = Field(SHIPPED_PROMPTS, description="JSONL/JSON/Parquet/CSV file of prompts")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "humaneval", "mtbench"] = "auto"
+    prompt_field: str = Field("prompt", description="column holding the prompt text (or a message list)")
+    reference_field: str | None = Field("answer", description="column holding the ground truth, if any")
+    system_prompt: str | None = Field(
+        "Solve the problem. Finish with the final answer as a number in \\boxed{}.",
+        description="system message put before every prompt (None: the chat template's default)")
+    limit: int | None = Field(None, ge=1, description="use only the first N prompts")
+
+    @model_validator(mode="after")
+    def _path_exists(self):
+        if self.format not in ("humaneval", "mtbench") and not Path(self.path).exists():
+            raise ValueError(f"prompts file not found: {self.path}")
+        return self
+
+
+class SamplerConfig(_Strict):
+    name: Literal["transformers", "vllm"] = "transformers"
+    model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default")
+    k: int = Field(4, ge=2, description="responses per prompt (a pair needs at least 2)")
+    temperature: float = Field(0.8, gt=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(160, ge=1)
+    seed: int = 0
+    dtype: str = Field("auto", description="auto: float32 on CPU, bfloat16 on GPU")
+    batch_prompts: int = Field(8, ge=1, description="prompts per engine call inside one batch task")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for LLM()/from_pretrained")
+
+
+class ScorerConfig(_Strict):
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from scorers import SCORERS
+        if name not in SCORERS:
+            raise ValueError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
+        return name
+
+
+class SelectionConfig(_Strict):
+    rule: str = "mu_2sigma"
+    params: dict[str, Any] = Field(default_factory=dict)
+    normalize: Literal["none", "zscore"] = Field(
+        "none", description="per-prompt z-normalisation of each scorer before the weighted sum")
+
+    @field_validator("rule")
+    @classmethod
+    def _known(cls, rule: str) -> str:
+        from pipelines.selection import RULES
+        if rule not in RULES:
+            raise ValueError(f"unknown selection rule {rule!r}; known: {sorted(RULES)}")
+        return rule
+
+
+class BuildConfig(_Strict):
+    """Everything a build_pairs run needs. Defaults: the embedded CPU job (SmolLM2, shipped math prompts)."""
+    run_id: str | None = Field(None, description="run directory name (default: time + config hash)")
+    output_dir: str = "runs"
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    scorers: list[ScorerConfig] = Field(default_factory=lambda: [
+        ScorerConfig(name="math_verify", weight=1.0),
+        ScorerConfig(name="confidence", weight=0.1),
+    ])
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    batch_size: int = Field(16, ge=1, description="prompts per checkpointed batch (the unit of resume)")
+
+    @field_validator("scorers")
+    @classmethod
+    def _some_scorer(cls, scorers: list[ScorerConfig]) -> list[ScorerConfig]:
+        if not scorers:
+            raise ValueError("at least one scorer is needed")
+        return scorers
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "BuildConfig":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        return cls.model_validate(data)
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """Apply {"sampler.k": 8} style overrides (dotted paths) to a config dict, in place; returns it."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data

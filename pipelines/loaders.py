@@ -1,0 +1,124 @@
+"""Prompt loaders: a file (JSONL, JSON, Parquet, CSV) to the PROMPTS table, plus drop rows.
+
+Rules (each has a test):
+- a missing file, a malformed JSONL line or a missing prompt column is an error naming the file (and line);
+- an empty or non-string prompt, and a prompt that repeats an earlier one, becomes a drop row whose detail
+  names the file and line: nothing is skipped silently.
+A prompt field may also hold a message list ([{"role": ..., "content": ...}, ...]) instead of plain text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from pipelines import schema
+
+LOADERS: dict[str, Any] = {}  # format name -> callable(cfg) -> (prompts, drops); extended by other modules
+
+
+class PromptFileError(ValueError):
+    """Bad input that makes the whole file unusable (as opposed to one bad row, which becomes a drop)."""
+
+
+def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
+    """Yield (1-based row number, record) from a file."""
+    if fmt == "jsonl":
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise PromptFileError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise PromptFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                yield lineno, record
+    elif fmt == "json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+        if not isinstance(data, list):
+            raise PromptFileError(f"{path}: expected a JSON list of objects")
+        for i, record in enumerate(data, start=1):
+            if not isinstance(record, dict):
+                raise PromptFileError(f"{path}: item {i} is not an object")
+            yield i, record
+    elif fmt in ("parquet", "csv"):
+        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, keep_default_na=False)
+        for i, record in enumerate(df.to_dict(orient="records"), start=1):
+            yield i, record
+    else:
+        raise PromptFileError(f"{path}: unknown format {fmt!r}")
+
+
+def _detect(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix, "jsonl")
+
+
+def _as_messages(value: Any, system: str | None) -> list[dict] | None:
+    """Plain text or a message list to messages; None when the value is not a usable prompt."""
+    if isinstance(value, str):
+        return schema.user_messages(value, system) if value.strip() else None
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet list columns
+        value = value.tolist()
+    if isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value):
+        if not any(m["content"].strip() for m in value):
+            return None
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+        if system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}] + messages
+        return messages
+    return None
+
+
+def records_to_prompts(records: Iterator[tuple[int, dict]], source: str, prompt_field: str,
+                       reference_field: str | None, system_prompt: str | None,
+                       limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, drops, first_seen = [], [], {}
+    for n, (lineno, record) in enumerate(records):
+        if limit is not None and n >= limit:
+            break
+        where = f"{source}:{lineno}"
+        if prompt_field not in record:
+            raise PromptFileError(f"{where}: no field {prompt_field!r} (fields: {sorted(record)})")
+        messages = _as_messages(record[prompt_field], system_prompt)
+        if messages is None:
+            value = record[prompt_field]
+            drops.append(dict(prompt_id=schema.stable_hash("bad-row", source, lineno), stage="load",
+                              reason="empty_prompt",
+                              detail=f"{where}: prompt is {'empty' if value in ('', None) else type(value).__name__}"
+                                     f" ({str(value)[:60]!r})"))
+            continue
+        pid = schema.prompt_id(messages)
+        if pid in first_seen:
+            drops.append(dict(prompt_id=pid, stage="load", reason="duplicate_prompt",
+                              detail=f"{where}: same prompt as line {first_seen[pid]}"))
+            continue
+        first_seen[pid] = lineno
+        reference = record.get(reference_field) if reference_field else None
+        meta = {k: v for k, v in record.items() if k not in (prompt_field, reference_field)}
+        rows.append(dict(prompt_id=pid, source=source, row=lineno, messages=messages,
+                         reference=None if reference is None else str(reference),
+                         meta=json.dumps(meta, default=str, ensure_ascii=False)))
+    return schema.frame(rows, schema.PROMPTS), schema.frame(drops, schema.DROPS)
+
+
+def load_prompts(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PromptsConfig -> (prompts, drops)."""
+    if cfg.format in LOADERS:
+        return LOADERS[cfg.format](cfg)
+    path = Path(cfg.path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompts file not found: {path}")
+    fmt = _detect(path) if cfg.format == "auto" else cfg.format
+    return records_to_prompts(_records(path, fmt), str(path), cfg.prompt_field, cfg.reference_field,
+                              cfg.system_prompt, cfg.limit)

@@ -1,0 +1,155 @@
+"""Every table pairsmith reads or writes, defined once.
+
+A run is five tables that flow through the stages (datatrove style: small blocks over one record type):
+
+    prompts -> candidates -> scores -> pairs
+                                 \\-> drops (every prompt or candidate that did not end in a pair, with a reason)
+
+Ids are content hashes, so the same input gives the same id on every machine and rerun:
+- prompt_id    = hash(messages)                          (the conversation, not the file row)
+- candidate_id = hash(prompt_id, model, seed, sample_index, text)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+PROMPTS = pa.schema([
+    ("prompt_id", pa.string()),
+    ("source", pa.string()),        # file (or dataset) the prompt came from
+    ("row", pa.int64()),            # 1-based line/row number in the source, for error messages
+    ("messages", MESSAGES),          # the conversation to complete (TRL conversational "prompt")
+    ("reference", pa.string()),     # ground truth (math answer, unit tests, reference answer); may be null
+    ("meta", pa.string()),          # JSON object with anything else the loader kept (task id, template, ...)
+])
+
+CANDIDATES = pa.schema([
+    ("candidate_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("sample_index", pa.int32()),   # 0..k-1 within the prompt
+    ("text", pa.string()),
+    ("finish_reason", pa.string()),  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    ("prompt_tokens", pa.int32()),
+    ("completion_tokens", pa.int32()),
+    ("logprob_sum", pa.float64()),  # sum of the policy's log-probabilities of the sampled tokens (T=1)
+    ("sampler", pa.string()),
+    ("model", pa.string()),
+    ("seed", pa.int64()),
+])
+
+SCORES = pa.schema([
+    ("candidate_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("scorer", pa.string()),
+    ("score", pa.float64()),         # null exactly when error is set: never a made-up number
+    ("details", pa.string()),       # JSON: parsed answer, per-test verdicts, judge text, ...
+    ("error", pa.string()),
+])
+
+PAIRS = pa.schema([
+    ("pair_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt", MESSAGES),            # TRL DPOTrainer conversational format
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
+    ("chosen_id", pa.string()),
+    ("rejected_id", pa.string()),
+    ("chosen_score", pa.float64()),
+    ("rejected_score", pa.float64()),
+    ("margin", pa.float64()),
+    ("rule", pa.string()),
+    ("weight", pa.float64()),        # 1.0 unless the rule weights pairs (best-of-set)
+    ("tier", pa.int32()),            # curriculum tier (0 when no curriculum); training runs tiers in order
+    ("model", pa.string()),          # the sampler model that wrote both responses
+])
+
+DROPS = pa.schema([
+    ("prompt_id", pa.string()),
+    ("candidate_id", pa.string()),  # null when the whole prompt was dropped
+    ("stage", pa.string()),         # load | sample | score | select | filter
+    ("rule", pa.string()),
+    ("reason", pa.string()),        # short machine-readable reason (see REASONS)
+    ("detail", pa.string()),        # human-readable: file and line, values, ...
+])
+
+# Every reason a drop row may carry; tests and the manifest use this list.
+REASONS = {
+    "duplicate_prompt": "the same conversation appeared earlier in the input",
+    "empty_prompt": "prompt is empty or not a string",
+    "prompt_too_long": "prompt does not fit the model's context with room to generate",
+    "score_error": "a scorer could not score this candidate (its error is in scores.parquet)",
+    "too_few_valid": "fewer than 2 responses with a valid reward",
+    "zero_variance": "all valid responses have the same reward: no preference to learn",
+    "tie": "the rule's chosen and rejected responses have the same reward",
+    "not_selected": "candidate not used by the pair rule",
+    "no_correct": "no response was verified correct",
+    "no_incorrect": "every response was verified correct",
+    "below_margin": "pair margin under the configured threshold",
+}
+
+TABLES = {"prompts": PROMPTS, "candidates": CANDIDATES, "scores": SCORES, "pairs": PAIRS, "drops": DROPS}
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """Hex digest of the JSON encoding of parts: stable across processes, machines and Python versions."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(blob.encode("utf-8"), digest_size=32).hexdigest()[:length]
+
+
+def prompt_id(messages: list[dict]) -> str:
+    return stable_hash("prompt", [(m["role"], m["content"]) for m in messages])
+
+
+def candidate_id(prompt_id_: str, model: str, seed: int, sample_index: int, text: str) -> str:
+    return stable_hash("candidate", prompt_id_, model, seed, sample_index, text)
+
+
+def user_messages(text: str, system: str | None = None) -> list[dict]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": text}]
+
+
+def empty(schema: pa.Schema) -> pd.DataFrame:
+    return schema.empty_table().to_pandas()
+
+
+def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Conform a frame to a schema: missing nullable columns become null, extra columns are an error."""
+    extra = set(df.columns) - set(schema.names)
+    if extra:
+        raise ValueError(f"columns {sorted(extra)} are not in the schema ({schema.names})")
+    columns = {}
+    for field in schema:
+        if field.name in df.columns:
+            columns[field.name] = pa.array(df[field.name].tolist(), type=field.type, from_pandas=True)
+        else:
+            columns[field.name] = pa.nulls(len(df), type=field.type)
+    return pa.table(columns, schema=schema)
+
+
+def frame(rows: Iterable[dict], schema: pa.Schema) -> pd.DataFrame:
+    """Rows (dicts) to a frame with exactly the schema's columns and types."""
+    rows = list(rows)
+    if not rows:
+        return empty(schema)
+    return to_table(pd.DataFrame(rows), schema).to_pandas()
+
+
+def drop_rows(prompt_ids: Iterable[str], stage: str, reason: str, detail: str | Iterable[str] = "",
+              rule: str | None = None, candidate_ids: Iterable[str | None] | None = None) -> pd.DataFrame:
+    """Vectorised drop rows: one per prompt (and candidate, when given)."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown drop reason {reason!r}; add it to pipelines.schema.REASONS")
+    ids = list(prompt_ids)
+    details = [detail] * len(ids) if isinstance(detail, str) else list(detail)
+    cands = list(candidate_ids) if candidate_ids is not None else [None] * len(ids)
+    return pd.DataFrame({"prompt_id": ids, "candidate_id": cands, "stage": stage, "rule": rule,
+                         "reason": reason, "detail": details}, columns=DROPS.names)

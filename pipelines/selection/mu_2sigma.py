@@ -1,0 +1,44 @@
+"""mu_2sigma: chosen = the best response, rejected = the one whose reward is nearest mu - 2 sigma.
+
+"Finding the Sweet Spot: Preference Data Construction for Scaling Preference Optimization" (Xiao et al., 2025):
+model the k rewards of a prompt as N(mu, sigma^2) and pick responses at points of that distribution; of the
+points {min, mu-2s, mu-s, mu, mu+s, mu+2s, max}, chosen = max and rejected = mu-2sigma trained best.
+
+- sigma is the population std (ddof=0) by default, as numpy computes it; ddof=1 gives the sample std. With small
+  k the two differ (k=4: sample sigma is 1.15x the population one) and mu-2sigma often falls below the minimum,
+  in which case the nearest response IS the minimum and the rule equals max_min.
+- `chosen_point`/`rejected_point` take any of the 7 points; chosen is picked first, rejected from the rest.
+- Nearest-point ties: chosen prefers the higher reward, rejected the lower one, then the lower sample_index.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipelines.selection.common import first_per_prompt, stats
+
+POINTS = {
+    "min": lambda s: s["rmin"], "mu-2sigma": lambda s: s["mu"] - 2 * s["sigma"],
+    "mu-sigma": lambda s: s["mu"] - s["sigma"], "mu": lambda s: s["mu"], "mu+sigma": lambda s: s["mu"] + s["sigma"],
+    "mu+2sigma": lambda s: s["mu"] + 2 * s["sigma"], "max": lambda s: s["rmax"],
+}
+
+
+def mu_2sigma(pool: pd.DataFrame, chosen_point: str = "max", rejected_point: str = "mu-2sigma",
+              ddof: int = 0) -> pd.DataFrame:
+    for p in (chosen_point, rejected_point):
+        if p not in POINTS:
+            raise ValueError(f"unknown point {p!r}; known: {list(POINTS)}")
+    if list(POINTS).index(chosen_point) <= list(POINTS).index(rejected_point):
+        raise ValueError(f"chosen_point {chosen_point!r} must lie above rejected_point {rejected_point!r}")
+    s = stats(pool, ddof)
+    df = pool.assign(d_chosen=(pool["reward"] - POINTS[chosen_point](s)).abs(),
+                     d_rejected=(pool["reward"] - POINTS[rejected_point](s)).abs())
+    chosen = first_per_prompt(df, ["d_chosen", "reward"], [True, False]).set_index("prompt_id")
+    rest = df[~df["candidate_id"].isin(chosen["candidate_id"])]
+    rejected = first_per_prompt(rest, ["d_rejected", "reward"], [True, True]).set_index("prompt_id")
+    idx = chosen.index.intersection(rejected.index)
+    return pd.DataFrame({"prompt_id": idx, "chosen_id": chosen.loc[idx, "candidate_id"].to_numpy(),
+                         "rejected_id": rejected.loc[idx, "candidate_id"].to_numpy(),
+                         "chosen_score": chosen.loc[idx, "reward"].to_numpy(),
+                         "rejected_score": rejected.loc[idx, "reward"].to_numpy()})

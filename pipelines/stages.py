@@ -1,0 +1,82 @@
+"""The stage functions: each takes frames (and a component) and returns frames. No Prefect, no I/O.
+
+    sample_stage(prompts, sampler, cfg)            -> candidates, drops
+    score_stage(candidates, prompts, scorers)      -> scores
+    select_stage(candidates, scores, prompts, ...) -> pairs, drops
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipelines import rewards, schema, selection
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """Per-prompt seed: the same prompt gets the same samples whatever batch it lands in."""
+    return int(schema.stable_hash("seed", seed, prompt_id), 16) % (2**31 - 1)
+
+
+def sample_stage(prompts: pd.DataFrame, sampler, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """k responses per prompt in one engine call; prompts that do not fit the context become drops."""
+    fits, drops = [], []
+    for row in prompts.itertuples(index=False):
+        n_tokens = sampler.prompt_tokens(list(row.messages))
+        if n_tokens + cfg.max_new_tokens > sampler.max_context:
+            drops.append(dict(prompt_id=row.prompt_id, stage="sample", reason="prompt_too_long",
+                              detail=f"{row.source}:{row.row}: {n_tokens} prompt tokens + {cfg.max_new_tokens} new "
+                                     f"> context {sampler.max_context}"))
+        else:
+            fits.append(row)
+    rows = []
+    if fits:
+        seeds = [prompt_seed(cfg.seed, r.prompt_id) for r in fits]
+        outputs = sampler.generate([list(r.messages) for r in fits], cfg.k, seeds)
+        for r, seed, gens in zip(fits, seeds, outputs):
+            for j, g in enumerate(gens):
+                rows.append(dict(
+                    candidate_id=schema.candidate_id(r.prompt_id, sampler.model_name, seed, j, g.text),
+                    prompt_id=r.prompt_id, sample_index=j, text=g.text, finish_reason=g.finish_reason,
+                    prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
+                    logprob_sum=g.logprob_sum, sampler=sampler.name, model=sampler.model_name, seed=seed))
+    return schema.frame(rows, schema.CANDIDATES), schema.frame(drops, schema.DROPS)
+
+
+def score_stage(candidates: pd.DataFrame, prompts: pd.DataFrame, scorers: list) -> pd.DataFrame:
+    """Every scorer over every candidate; one SCORES row per (candidate, scorer)."""
+    parts = []
+    for scorer in scorers:
+        out = scorer.score(candidates, prompts)
+        if len(out) != len(candidates) or set(out["candidate_id"]) != set(candidates["candidate_id"]):
+            raise RuntimeError(f"scorer {scorer.name} returned {len(out)} rows for {len(candidates)} candidates")
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True) if parts else schema.empty(schema.SCORES)
+
+
+def select_stage(candidates: pd.DataFrame, scores: pd.DataFrame, prompts: pd.DataFrame, selection_cfg,
+                 weights: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    pool = rewards.combine(candidates, scores, weights, selection_cfg.normalize)
+    index, drops = selection.select(pool, selection_cfg.rule, selection_cfg.params)
+    return materialize_pairs(index, candidates, prompts, selection_cfg.rule), drops
+
+
+def materialize_pairs(index: pd.DataFrame, candidates: pd.DataFrame, prompts: pd.DataFrame,
+                      rule: str) -> pd.DataFrame:
+    """Pair ids -> TRL-ready rows: prompt/chosen/rejected as conversational message lists + provenance."""
+    if index.empty:
+        return schema.empty(schema.PAIRS)
+    text = candidates.set_index("candidate_id")["text"]
+    model = candidates.set_index("candidate_id")["model"]
+    messages = prompts.set_index("prompt_id")["messages"]
+    out = pd.DataFrame({
+        "pair_id": [schema.stable_hash("pair", c, r) for c, r in zip(index["chosen_id"], index["rejected_id"])],
+        "prompt_id": index["prompt_id"].to_numpy(),
+        "prompt": [list(m) for m in messages.loc[index["prompt_id"]]],
+        "chosen": [[{"role": "assistant", "content": t}] for t in text.loc[index["chosen_id"]]],
+        "rejected": [[{"role": "assistant", "content": t}] for t in text.loc[index["rejected_id"]]],
+        "chosen_id": index["chosen_id"].to_numpy(), "rejected_id": index["rejected_id"].to_numpy(),
+        "chosen_score": index["chosen_score"].to_numpy(), "rejected_score": index["rejected_score"].to_numpy(),
+        "margin": index["margin"].to_numpy(), "rule": rule, "weight": index["weight"].to_numpy(),
+        "tier": index["tier"].to_numpy(), "model": model.loc[index["chosen_id"]].to_numpy(),
+    })
+    return out

@@ -1,0 +1,62 @@
+"""Samplers: k responses per prompt from a policy model.
+
+One protocol, implementations chosen by `sampler.name` in the config. Backends import their engine lazily,
+so `import samplers` is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str          # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    logprob_sum: float | None   # sum of log p(token) under the policy at temperature 1; None if unknown
+
+
+class Sampler(Protocol):
+    """What a backend implements. `generate` is ONE engine call for the whole list of prompts."""
+    name: str
+    model_name: str
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        """Length of the chat-templated prompt, for the context-length check."""
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + completion the model accepts."""
+
+    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int]) -> list[list[Generation]]:
+        """n samples for each conversation; seeds[i] makes conversation i reproducible."""
+
+
+SAMPLERS = {
+    "transformers": "samplers.transformers_backend:TransformersSampler",
+    "vllm": "samplers.vllm_backend:VLLMSampler",
+}
+
+
+def _import(spec: str):
+    import importlib
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@lru_cache(maxsize=2)
+def _cached(name: str, config_json: str) -> Sampler:
+    from pipelines.config import SamplerConfig
+    cfg = SamplerConfig.model_validate_json(config_json)
+    return _import(SAMPLERS[name])(cfg)
+
+
+def get_sampler(cfg) -> Sampler:
+    """The sampler for a SamplerConfig; loaded once per process (engines are expensive to start)."""
+    if cfg.name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {cfg.name!r}; known: {sorted(SAMPLERS)}")
+    return _cached(cfg.name, cfg.model_dump_json())

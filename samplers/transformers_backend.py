@@ -1,0 +1,141 @@
+"""transformers backend: batched `generate` on CPU (the default) or one GPU.
+
+Reproducibility per prompt, not per batch: plain `generate(do_sample=True)` draws from one global RNG, so a
+prompt's samples change when the batch around it changes (a resumed run, another batch size). Here each of the
+k rows of a prompt gets its own torch.Generator seeded from (seed, prompt, sample index), and sampling is done
+by a logits processor with the Gumbel-max trick: argmax(log p_T,top-p + Gumbel noise) is an exact sample from the
+tempered, top-p-truncated distribution, and greedy decoding then takes it. The same processor records the
+log-probability of each sampled token under the untempered policy (the `logprob_sum` column), which costs
+nothing extra and feeds the confidence scorer.
+
+Rows are the prompts repeated k times (what `num_return_sequences=k` does inside generate; greedy decoding
+refuses that argument, so the expansion is explicit).
+"""
+
+from __future__ import annotations
+
+import math
+
+from samplers import Generation
+from samplers.embedded import resolve_model
+
+
+def _device_and_dtype(dtype: str):
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        return device, (torch.bfloat16 if device == "cuda" else torch.float32)
+    return device, getattr(torch, dtype)
+
+
+class SeededGumbelSampling:
+    """LogitsProcessor: per-row seeded sampling with temperature and top-p; records policy log-probs."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, eos_ids: list[int], device):
+        import torch
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+        self.eos = torch.tensor(eos_ids, device=device)
+        self.logprob_sum = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+        self.done = torch.zeros(len(seeds), dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids, scores):
+        import torch
+        scores = scores.float()
+        logp = torch.log_softmax(scores, dim=-1)
+        warped = torch.log_softmax(scores / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_logp, order = warped.sort(dim=-1, descending=True)
+            cum = sorted_logp.exp().cumsum(dim=-1)
+            remove_sorted = (cum - sorted_logp.exp()) >= self.top_p  # keep the smallest set reaching top_p
+            remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+            warped = warped.masked_fill(remove, -math.inf)
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                               for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+        token = (warped + gumbel).argmax(dim=-1)
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        self.logprob_sum += torch.where(self.done, 0.0, logp[rows, token].double())
+        self.done |= torch.isin(token, self.eos)
+        out = torch.full_like(scores, -math.inf)
+        out[rows, token] = 0.0
+        return out
+
+
+class TransformersSampler:
+    name = "transformers"
+
+    def __init__(self, cfg):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.model_name = cfg.model
+        path = resolve_model(cfg.model)
+        self.device, dtype = _device_and_dtype(cfg.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **cfg.engine_kwargs).to(self.device)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None})
+        torch.set_grad_enabled(False)
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def _template(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        return len(self.tokenizer(self._template(messages), add_special_tokens=False)["input_ids"])
+
+    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int]) -> list[list[Generation]]:
+        texts = [self._template(m) for m in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a chunk: less padding
+        results: list[list[Generation] | None] = [None] * len(texts)
+        step = self.cfg.batch_prompts
+        for start in range(0, len(order), step):
+            chunk = order[start:start + step]
+            outs = self._generate_chunk([texts[i] for i in chunk], n, [seeds[i] for i in chunk])
+            for i, gens in zip(chunk, outs):
+                results[i] = gens
+        return results  # type: ignore[return-value]
+
+    def _generate_chunk(self, texts: list[str], n: int, seeds: list[int]) -> list[list[Generation]]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        input_ids = enc["input_ids"].repeat_interleave(n, dim=0)
+        attention = enc["attention_mask"].repeat_interleave(n, dim=0)
+        # One generator per row, seeded from (prompt seed, sample index): independent of batch composition.
+        row_seeds = [(s * 1_000_003 + j) % (2**63) for s in seeds for j in range(n)]
+        sampler = SeededGumbelSampling(row_seeds, self.cfg.temperature, self.cfg.top_p, self.eos_ids, self.device)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention, max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
+            logits_processor=LogitsProcessorList([sampler]), pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_ids)
+        generated = out[:, input_ids.shape[1]:]
+        eos = torch.tensor(self.eos_ids, device=generated.device)
+        results: list[list[Generation]] = []
+        for p in range(len(texts)):
+            gens = []
+            for j in range(n):
+                row = p * n + j
+                tokens = generated[row].tolist()
+                is_eos = torch.isin(generated[row], eos).tolist()
+                stop = is_eos.index(True) if True in is_eos else None
+                body = tokens[:stop] if stop is not None else tokens
+                gens.append(Generation(
+                    text=self.tokenizer.decode(body, skip_special_tokens=True),
+                    finish_reason="stop" if stop is not None else "length",
+                    prompt_tokens=int(prompt_lens[p]),
+                    completion_tokens=len(body) + (1 if stop is not None else 0),
+                    logprob_sum=float(sampler.logprob_sum[row])))
+            results.append(gens)
+        return results

