@@ -64,11 +64,21 @@ class ScorerConfig(_Strict):
         return name
 
 
+class StepConfig(_Strict):
+    """A named selection step (pool filter or pair filter) and its parameters."""
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class SelectionConfig(_Strict):
     rule: str = "mu_2sigma"
     params: dict[str, Any] = Field(default_factory=dict)
     normalize: Literal["none", "zscore"] = Field(
         "none", description="per-prompt z-normalisation of each scorer before the weighted sum")
+    pool_filters: list[StepConfig] = Field(
+        default_factory=list, description="run on the scored pool before the rule (e.g. response dedup)")
+    pair_filters: list[StepConfig] = Field(
+        default_factory=list, description="run on the rule's pairs, in order (margins, CHES, length, curricula)")
 
     @field_validator("rule")
     @classmethod
@@ -77,6 +87,15 @@ class SelectionConfig(_Strict):
         if rule not in RULES:
             raise ValueError(f"unknown selection rule {rule!r}; known: {sorted(RULES)}")
         return rule
+
+    @model_validator(mode="after")
+    def _known_filters(self):
+        from pipelines.selection import PAIR_FILTERS, POOL_FILTERS
+        for step, known in [(s, POOL_FILTERS) for s in self.pool_filters] + \
+                           [(s, PAIR_FILTERS) for s in self.pair_filters]:
+            if step.name not in known:
+                raise ValueError(f"unknown filter {step.name!r}; known: {sorted(known)}")
+        return self
 
 
 class BuildConfig(_Strict):

@@ -56,7 +56,11 @@ def score_stage(candidates: pd.DataFrame, prompts: pd.DataFrame, scorers: list) 
 def select_stage(candidates: pd.DataFrame, scores: pd.DataFrame, prompts: pd.DataFrame, selection_cfg,
                  weights: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     pool = rewards.combine(candidates, scores, weights, selection_cfg.normalize)
-    index, drops = selection.select(pool, selection_cfg.rule, selection_cfg.params)
+    ctx = selection.SelectionContext(candidates=candidates, prompts=prompts)
+    index, drops = selection.select(
+        pool, selection_cfg.rule, selection_cfg.params, ctx,
+        pool_filters=[(f.name, f.params) for f in selection_cfg.pool_filters],
+        pair_filters=[(f.name, f.params) for f in selection_cfg.pair_filters])
     return materialize_pairs(index, candidates, prompts, selection_cfg.rule), drops
 
 

@@ -94,3 +94,13 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
                                       candidate_ids=left["candidate_id"]))
     pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
     return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
+
+
+def check_accounted(before: pd.DataFrame, after: pd.DataFrame, filter_drops: pd.DataFrame, name: str) -> None:
+    """Contract of pair filters: a prompt that loses all its pairs must get a drop row (with the filter's
+    reason) from that filter. Breaking it is a bug in the filter, so this raises instead of guessing a reason."""
+    gone = np.setdiff1d(before["prompt_id"].unique(), after["prompt_id"].unique())
+    covered = set(filter_drops["prompt_id"]) if len(filter_drops) else set()
+    missing = [p for p in gone if p not in covered]
+    if missing:
+        raise RuntimeError(f"pair filter {name} removed all pairs of {len(missing)} prompts without a drop row")

