@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 class PromptsConfig(_Strict):
     path: str = Field(SHIPPED_PROMPTS, description="JSONL/JSON/Parquet/CSV file of prompts")
-    format: Literal["auto", "jsonl", "json", "parquet", "csv", "humaneval", "mtbench"] = "auto"
+    format: str = Field("auto", description="auto|jsonl|json|parquet|csv, or a registered loader (LOADERS)")
     prompt_field: str = Field("prompt", description="column holding the prompt text (or a message list)")
     reference_field: str | None = Field("answer", description="column holding the ground truth, if any")
     system_prompt: str | None = Field(
@@ -30,9 +30,18 @@ class PromptsConfig(_Strict):
         description="system message put before every prompt (None: the chat template's default)")
     limit: int | None = Field(None, ge=1, description="use only the first N prompts")
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, fmt: str) -> str:
+        from pipelines.loaders import FILE_FORMATS, LOADERS
+        if fmt not in FILE_FORMATS and fmt not in LOADERS:
+            raise ValueError(f"unknown prompts format {fmt!r}; known: {sorted(FILE_FORMATS | set(LOADERS))}")
+        return fmt
+
     @model_validator(mode="after")
     def _path_exists(self):
-        if self.format not in ("humaneval", "mtbench") and not Path(self.path).exists():
+        from pipelines.loaders import LOADERS
+        if self.format not in LOADERS and not Path(self.path).exists():
             raise ValueError(f"prompts file not found: {self.path}")
         return self
 

@@ -17,7 +17,10 @@ import pandas as pd
 
 from pipelines import schema
 
-LOADERS: dict[str, Any] = {}  # format name -> callable(cfg) -> (prompts, drops); extended by other modules
+# Special formats (a dataset inside a pip package, ...): format name -> "module:function", imported lazily.
+# The function takes the PromptsConfig and returns (prompts, drops) like load_prompts.
+LOADERS: dict[str, str] = {}
+FILE_FORMATS = {"auto", "jsonl", "json", "parquet", "csv"}
 
 
 class PromptFileError(ValueError):
@@ -115,7 +118,9 @@ def records_to_prompts(records: Iterator[tuple[int, dict]], source: str, prompt_
 def load_prompts(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     """PromptsConfig -> (prompts, drops)."""
     if cfg.format in LOADERS:
-        return LOADERS[cfg.format](cfg)
+        import importlib
+        module, attr = LOADERS[cfg.format].split(":")
+        return getattr(importlib.import_module(module), attr)(cfg)
     path = Path(cfg.path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file not found: {path}")
