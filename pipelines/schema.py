@@ -93,6 +93,11 @@ REASONS = {
     "no_correct": "no response was verified correct",
     "no_incorrect": "every response was verified correct",
     "below_margin": "pair margin under the configured threshold",
+    "ches_filtered": "pair among the highest CHES scores: likely to cause likelihood displacement in DPO",
+    "implicit_margin_filtered": "DPO implicit margin (policy vs reference) outside the configured bounds",
+    "low_dual_margin": "pair not in the top fraction by aggregated external + implicit margin",
+    "duplicate_response": "near-duplicate (embedding cosine) of a higher-reward response to the same prompt",
+    "not_diverse": "pair not picked by the quality + diversity subset selection",
 }
 
 TABLES = {"prompts": PROMPTS, "candidates": CANDIDATES, "scores": SCORES, "pairs": PAIRS, "drops": DROPS}

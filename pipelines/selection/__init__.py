@@ -24,8 +24,16 @@ RULES = {
     "max_min": "pipelines.selection.max_min:max_min",
     "mu_2sigma": "pipelines.selection.mu_2sigma:mu_2sigma",
 }
-POOL_FILTERS: dict[str, str] = {}
-PAIR_FILTERS: dict[str, str] = {}
+POOL_FILTERS: dict[str, str] = {
+    "dedup_responses": "pipelines.selection.dedup:dedup_responses",
+    "dedup_prompts": "pipelines.selection.dedup:dedup_prompts",
+}
+PAIR_FILTERS: dict[str, str] = {
+    "ches": "pipelines.selection.ches:ches",
+    "implicit_margin": "pipelines.selection.implicit_margin:implicit_margin",
+    "dual_margin": "pipelines.selection.dual_margin:dual_margin",
+    "diverse_subset": "pipelines.selection.diversity:diverse_subset",
+}
 
 
 @dataclass
