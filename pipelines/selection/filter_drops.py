@@ -1,8 +1,9 @@
 """Drop rows for the pairs a pair filter removes (nothing leaves without a reason).
 
 - a prompt left with no pair: one prompt-level row (candidate_id null), its removed pairs in the detail;
-- a removed pair of a prompt that keeps other pairs: one row on the pair's rejected candidate, the pair named
-  in the detail (DROPS has no pair column; the rejected side is the one the pair was "about").
+- a removed pair of a prompt that keeps other pairs: one candidate-level row, on the pair's rejected
+  candidate unless only its chosen one is now unused by the kept pairs (DROPS has no pair column, so the
+  detail names the pair).
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def pair_filter_drops(pairs: pd.DataFrame, keep: np.ndarray, reason: str, detail
         per_prompt = gone.groupby("prompt_id", sort=False)["_detail"].agg("; ".join)
         parts.append(schema.drop_rows(per_prompt.index, "filter", reason, per_prompt.to_list(), rule=rule))
     if len(partial):
+        kept = pairs[keep]
+        used = set(kept["chosen_id"]) | set(kept["rejected_id"])
+        blamed = [c if (r in used and c not in used) else r
+                  for c, r in zip(partial["chosen_id"], partial["rejected_id"])]
         parts.append(schema.drop_rows(partial["prompt_id"], "filter", reason, partial["_detail"].to_list(),
-                                      rule=rule, candidate_ids=partial["rejected_id"]))
+                                      rule=rule, candidate_ids=blamed))
     return pd.concat(parts, ignore_index=True)
 
 

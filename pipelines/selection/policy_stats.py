@@ -47,21 +47,21 @@ def _device_dtype(device: str, dtype: str):
 
 
 @functools.lru_cache(maxsize=2)  # ches then implicit_margin on the same policy: one load
-def _load(name: str, device: str, dtype: str) -> Policy:
+def _load(path: str, device: str, dtype: str) -> Policy:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from samplers.embedded import resolve_model
-
-    path = resolve_model(name)
     device, torch_dtype = _device_dtype(device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
-    return Policy(name=name, model=model, tokenizer=tokenizer, device=device)
+    return Policy(name=path, model=model, tokenizer=tokenizer, device=device)
 
 
 def load_policy(model: "str | Policy" = EMBEDDED_MODEL, device: str = "auto", dtype: str = "auto") -> Policy:
     """A model name/path (or "embedded:...") -> Policy; a Policy passes through (tests, benchmarks)."""
-    return model if isinstance(model, Policy) else _load(model, device, dtype)
+    if isinstance(model, Policy):
+        return model
+    from samplers.embedded import resolve_model
+    return _load(resolve_model(model), device, dtype)  # keyed by the resolved path: one load per model
 
 
 def encode(tokenizer, prompt: list[dict], response: str) -> tuple[list[int], int]:
