@@ -93,12 +93,40 @@ REASONS = {
     "no_correct": "no response was verified correct",
     "no_incorrect": "every response was verified correct",
     "below_margin": "pair margin under the configured threshold",
+    "no_reference": "prompt has no reference answer to verify against",
+    "no_step_pair": "no node on the tree's best path has siblings with different Q values",
+    "no_trajectory_pair": "the tree's complete solutions all have the same outcome (or there are none)",
+    "no_wrong_solution": "every sampled solution was correct: no first error to correct",
+    "no_correction": "no rollout from the prefix before the first error reached the answer with a different step",
     "ches_filtered": "pair among the highest CHES scores: likely to cause likelihood displacement in DPO",
     "implicit_margin_filtered": "DPO implicit margin (policy vs reference) outside the configured bounds",
     "low_dual_margin": "pair not in the top fraction by aggregated external + implicit margin",
     "duplicate_response": "near-duplicate (embedding cosine) of a higher-reward response to the same prompt",
     "not_diverse": "pair not picked by the quality + diversity subset selection",
 }
+
+# Step-level pairs (pipelines/step_pairs.py). TRL standard (text) format: `prompt` is the chat-templated question
+# plus the shared answer prefix, exactly the text the policy continued; `chosen`/`rejected` are the next steps
+# (mode "trajectory": whole solutions). `messages` + `prefix` rebuild any other format.
+STEP_PAIRS = pa.schema([
+    ("pair_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("mode", pa.string()),           # step | trajectory | correction
+    ("prompt", pa.string()),
+    ("chosen", pa.string()),
+    ("rejected", pa.string()),
+    ("messages", MESSAGES),          # the conversation (system + user) the answer belongs to
+    ("prefix", pa.string()),         # the earlier steps, delimiters included ("" at the first step)
+    ("prefix_steps", pa.int32()),
+    ("chosen_q", pa.float64()),      # MCTS Q (step), outcome (trajectory), rollout mean on the +-1 scale (correction)
+    ("rejected_q", pa.float64()),
+    ("chosen_visits", pa.int32()),   # MCTS visit counts; rollouts behind the value for correction rows
+    ("rejected_visits", pa.int32()),
+    ("margin", pa.float64()),
+    ("chosen_node", pa.string()),    # node ids in trees/<prompt_id>.json (null for correction rows)
+    ("rejected_node", pa.string()),
+    ("model", pa.string()),
+])
 
 TABLES = {"prompts": PROMPTS, "candidates": CANDIDATES, "scores": SCORES, "pairs": PAIRS, "drops": DROPS}
 

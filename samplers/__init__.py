@@ -18,6 +18,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     logprob_sum: float | None   # sum of log p(token) under the policy at temperature 1; None if unknown
+    stop_reason: str | None = None  # the stop string that ended the text (not included in it); None: EOS/length
 
 
 class Sampler(Protocol):
@@ -32,8 +33,19 @@ class Sampler(Protocol):
     def max_context(self) -> int:
         """Longest prompt + completion the model accepts."""
 
-    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int]) -> list[list[Generation]]:
-        """n samples for each conversation; seeds[i] makes conversation i reproducible."""
+    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
+                 stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:
+        """n samples for each conversation; seeds[i] makes conversation i reproducible.
+
+        Optional (step-level search, pipelines/mcts.py):
+        - continue_final: a conversation whose last message is an assistant message is continued (that text is a
+          partial answer, kept verbatim); other conversations start a new assistant turn as usual.
+        - stop: stop strings; the text ends before the first one and `stop_reason` names it.
+        - max_new_tokens: overrides the config's value for this call.
+        """
+
+    def render(self, messages: list[dict], continue_final: bool = False) -> str:
+        """The exact prompt text the engine sees for a conversation (chat template applied)."""
 
 
 SAMPLERS = {

@@ -10,6 +10,12 @@ nothing extra and feeds the confidence scorer.
 
 Rows are the prompts repeated k times (what `num_return_sequences=k` does inside generate; greedy decoding
 refuses that argument, so the expansion is explicit).
+
+Step-level search (pipelines/mcts.py) adds three per-call options: `continue_final` (continue a partial assistant
+message: `apply_chat_template(continue_final_message=True)`), `stop` (stop strings: generate's `stop_strings`, then
+the text is cut before the first match) and `max_new_tokens`. A row that ends on a stop string keeps generating
+pad tokens while the rest of the batch finishes, so its log-prob sum is taken from the per-token log-probs up to
+(and including) the token that completed the stop string, not from the running sum.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class SeededGumbelSampling:
         self.eos = torch.tensor(eos_ids, device=device)
         self.logprob_sum = torch.zeros(len(seeds), dtype=torch.float64, device=device)
         self.done = torch.zeros(len(seeds), dtype=torch.bool, device=device)
+        self.token_logps: list = []  # one [rows] tensor per generated position: sums over any truncation
 
     def __call__(self, input_ids, scores):
         import torch
@@ -55,6 +62,7 @@ class SeededGumbelSampling:
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
         token = (warped + gumbel).argmax(dim=-1)
         rows = torch.arange(scores.shape[0], device=scores.device)
+        self.token_logps.append(logp[rows, token].double())
         self.logprob_sum += torch.where(self.done, 0.0, logp[rows, token].double())
         self.done |= torch.isin(token, self.eos)
         out = torch.full_like(scores, -math.inf)
@@ -89,22 +97,38 @@ class TransformersSampler:
     def _template(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def render(self, messages: list[dict], continue_final: bool = False) -> str:
+        """Prompt text for a conversation; with continue_final, a last assistant message is continued verbatim."""
+        if not (continue_final and messages and messages[-1]["role"] == "assistant"):
+            return self._template(messages)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+        partial = messages[-1]["content"]
+        # some templates (and transformers versions) strip the final message; a trailing step delimiter
+        # ("\n\n") must survive, or the model's first token repeats it and ends the step at once
+        stripped = partial.rstrip()
+        if not text.endswith(partial) and text.endswith(stripped):
+            text += partial[len(stripped):]
+        return text
+
     def prompt_tokens(self, messages: list[dict]) -> int:
         return len(self.tokenizer(self._template(messages), add_special_tokens=False)["input_ids"])
 
-    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int]) -> list[list[Generation]]:
-        texts = [self._template(m) for m in conversations]
+    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
+                 stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:
+        texts = [self.render(m, continue_final) for m in conversations]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a chunk: less padding
         results: list[list[Generation] | None] = [None] * len(texts)
         step = self.cfg.batch_prompts
         for start in range(0, len(order), step):
             chunk = order[start:start + step]
-            outs = self._generate_chunk([texts[i] for i in chunk], n, [seeds[i] for i in chunk])
+            outs = self._generate_chunk([texts[i] for i in chunk], n, [seeds[i] for i in chunk],
+                                        stop=stop or None, max_new_tokens=max_new_tokens)
             for i, gens in zip(chunk, outs):
                 results[i] = gens
         return results  # type: ignore[return-value]
 
-    def _generate_chunk(self, texts: list[str], n: int, seeds: list[int]) -> list[list[Generation]]:
+    def _generate_chunk(self, texts: list[str], n: int, seeds: list[int], stop: list[str] | None = None,
+                        max_new_tokens: int | None = None) -> list[list[Generation]]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -115,11 +139,12 @@ class TransformersSampler:
         # One generator per row, seeded from (prompt seed, sample index): independent of batch composition.
         row_seeds = [(s * 1_000_003 + j) % (2**63) for s in seeds for j in range(n)]
         sampler = SeededGumbelSampling(row_seeds, self.cfg.temperature, self.cfg.top_p, self.eos_ids, self.device)
+        stop_kwargs = dict(stop_strings=list(stop), tokenizer=self.tokenizer) if stop else {}
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention, max_new_tokens=self.cfg.max_new_tokens,
+            input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
             do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
             logits_processor=LogitsProcessorList([sampler]), pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.eos_ids)
+            eos_token_id=self.eos_ids, **stop_kwargs)
         generated = out[:, input_ids.shape[1]:]
         eos = torch.tensor(self.eos_ids, device=generated.device)
         results: list[list[Generation]] = []
@@ -129,13 +154,38 @@ class TransformersSampler:
                 row = p * n + j
                 tokens = generated[row].tolist()
                 is_eos = torch.isin(generated[row], eos).tolist()
-                stop = is_eos.index(True) if True in is_eos else None
-                body = tokens[:stop] if stop is not None else tokens
+                stop_at = is_eos.index(True) if True in is_eos else None
+                body = tokens[:stop_at] if stop_at is not None else tokens
+                text = self.tokenizer.decode(body, skip_special_tokens=True)
+                cut = _first_stop(text, stop) if stop else None
+                if cut is not None:
+                    gens.append(self._stopped(text, body, cut, sampler, row, int(prompt_lens[p])))
+                    continue
                 gens.append(Generation(
-                    text=self.tokenizer.decode(body, skip_special_tokens=True),
-                    finish_reason="stop" if stop is not None else "length",
+                    text=text,
+                    finish_reason="stop" if stop_at is not None else "length",
                     prompt_tokens=int(prompt_lens[p]),
-                    completion_tokens=len(body) + (1 if stop is not None else 0),
+                    completion_tokens=len(body) + (1 if stop_at is not None else 0),
                     logprob_sum=float(sampler.logprob_sum[row])))
             results.append(gens)
         return results
+
+    def _stopped(self, text: str, body: list[int], cut: tuple[int, str], sampler, row: int,
+                 prompt_tokens: int) -> Generation:
+        """A row that ended on a stop string: text before it; tokens (and log-probs) up to the one completing it."""
+        index, matched = cut
+        n_tokens = len(body)
+        # the stop string is complete in body[:n_tokens]; walk back while it is still complete one token earlier
+        while n_tokens > 1 and _first_stop(self.tokenizer.decode(body[:n_tokens - 1], skip_special_tokens=True),
+                                           [matched]) is not None:
+            n_tokens -= 1
+        logps = sampler.token_logps[:n_tokens]
+        return Generation(text=text[:index], finish_reason="stop", prompt_tokens=prompt_tokens,
+                          completion_tokens=n_tokens, logprob_sum=float(sum(float(t[row]) for t in logps)),
+                          stop_reason=matched)
+
+
+def _first_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
+    """(index, stop string) of the earliest stop string in text, or None."""
+    hits = [(text.find(s), s) for s in stop if s and text.find(s) >= 0]
+    return min(hits) if hits else None

