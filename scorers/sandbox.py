@@ -59,6 +59,7 @@ class Job:
     program: str                       # the candidate's code
     tests: list[str]                   # each a separate test, run in order in one namespace
     setup: str = ""                    # run after the program, before the tests (helpers, `candidate = f`)
+    site_packages: bool = False        # False: `python -S`, stdlib only (saves ~50 ms of start-up per program)
 
 
 @dataclass
@@ -95,12 +96,17 @@ class SandboxUnavailable(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Parent side
+# Parent side: a pool of sandbox servers, one per worker thread
 
 
-def _unshare_cmd() -> list[str]:
-    return ["unshare", "--net", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
-            "--", sys.executable, "-I", os.path.abspath(__file__)]
+def _server_cmd() -> list[str]:
+    # -S: no site-packages (stdlib programs; ~50 ms less start-up); no -E/-I so PYTHONHASHSEED applies: the
+    # environment is built here from scratch, and a fixed hash seed makes set/dict order the same in every run
+    return ["unshare", "--net", "--uts", "--", sys.executable, "-s", "-S", "-P", os.path.abspath(__file__)]
+
+
+SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+              "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def check_available() -> None:
@@ -112,54 +118,102 @@ def check_available() -> None:
                                  "container where root is mapped")
     if shutil.which("unshare") is None:
         raise SandboxUnavailable("util-linux `unshare` not found (apt-get install util-linux)")
-    probe = subprocess.run(_unshare_cmd()[:-4] + ["true"], capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--ipc", "--fork", "true"],
+                           capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         raise SandboxUnavailable(f"unshare failed: {probe.stderr.strip()}")
 
 
-def _tail(f, n: int) -> str:
-    size = f.seek(0, os.SEEK_END)
-    f.seek(max(0, size - n))
-    return f.read().decode("utf-8", "replace")
+class SandboxServer:
+    """A root process in its own network and UTS namespaces that runs jobs one at a time, each in a freshly
+    forked, freshly namespaced process tree (see `_run_job`). Forking from a warm interpreter instead of
+    starting one per program is what makes the pool fast. Protocol: length-prefixed JSON on stdin/stdout."""
 
+    def __init__(self, slot: int):
+        import subprocess
+        self.uid = UID_BASE + 64 * (os.getpid() % 1000) + slot
+        self.proc = subprocess.Popen(_server_cmd(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=SERVER_ENV, process_group=0, cwd="/")
 
-def run_program(job: Job, limits: Limits = Limits(), slot: int = 0) -> Result:
-    """Run one job in a fresh sandbox and classify the outcome."""
-    import subprocess
-    import tempfile
-    import time
+    def run(self, job: Job, limits: Limits) -> Result:
+        import select
+        spec = {"program": job.program, "tests": job.tests, "setup": job.setup, "uid": self.uid,
+                "limits": asdict(limits), "prefixes": sorted({sys.prefix, sys.base_prefix})}
+        data = json.dumps(spec).encode()
+        self.proc.stdin.write(b"%d\n" % len(data) + data)
+        self.proc.stdin.flush()
+        # the server enforces the wall clock itself; this is only the guard against a wedged server
+        ready, _, _ = select.select([self.proc.stdout], [], [], limits.timeout_s + 30)
+        header = self.proc.stdout.readline() if ready else b""
+        if not header:
+            self.close()
+            raise SandboxUnavailable(f"sandbox server died or hung (exit {self.proc.poll()})")
+        reply = json.loads(self.proc.stdout.read(int(header)))
+        if reply.get("infra_error"):
+            raise SandboxUnavailable(f"sandbox set-up failed: {reply['infra_error']}")
+        return _classify(job, reply["events"], reply["killed"], reply["seconds"], reply["stdout_tail"],
+                         reply["stderr_tail"])
 
-    uid = UID_BASE + 64 * (os.getpid() % 1000) + slot
-    spec = {"program": job.program, "tests": job.tests, "setup": job.setup, "uid": uid,
-            "limits": asdict(limits), "prefixes": sorted({sys.prefix, sys.base_prefix})}
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
-            tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as res:
-        stdin.write(json.dumps(spec).encode()), stdin.seek(0)
-        t0 = time.perf_counter()
-        # the result file keeps its fd number through unshare; the init script moves it to RESULT_FD
-        proc = subprocess.Popen(_unshare_cmd() + [str(res.fileno())], stdin=stdin, stdout=out, stderr=err,
-                                env=env, pass_fds=(res.fileno(),), process_group=0, cwd="/")
-        killed = False
+    def close(self) -> None:
         try:
-            proc.wait(timeout=limits.timeout_s + 2.0)  # +2 s: namespace and interpreter start-up
-        except subprocess.TimeoutExpired:
-            killed = True
+            os.killpg(self.proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
             try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
+                f.close()
+            except OSError:
                 pass
-            proc.wait()
-        seconds = time.perf_counter() - t0
-        res.seek(0)
-        events = [json.loads(line) for line in res.read().decode("utf-8", "replace").splitlines()
-                  if line.startswith("{")]
-        return _classify(job, events, killed, proc.returncode, seconds,
-                         _tail(out, limits.tail_bytes), _tail(err, limits.tail_bytes))
 
 
-def _classify(job: Job, events: list[dict], killed: bool, returncode: int, seconds: float,
-              stdout_tail: str, stderr_tail: str) -> Result:
+def run_program(job: Job, limits: Limits = Limits()) -> Result:
+    """One job in a fresh sandbox (starts a server for it: use run_programs for many)."""
+    return run_programs([job], limits, workers=1)[0]
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_programs(jobs: list[Job], limits: Limits = Limits(), workers: int | None = None) -> list[Result]:
+    """Run many jobs on a bounded pool of sandbox servers (one thread waits on each); results in job order."""
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not jobs:
+        return []
+    workers = min(workers or default_workers(), 64, len(jobs))
+    servers: queue.Queue[SandboxServer] = queue.Queue()
+    started: list[SandboxServer] = []
+    lock = threading.Lock()
+
+    def one(job: Job) -> Result:
+        try:
+            server = servers.get_nowait()
+        except queue.Empty:
+            with lock:  # slot numbers (and so uids) must be distinct
+                server = SandboxServer(len(started))
+                started.append(server)
+        try:
+            result = server.run(job, limits)
+        except SandboxUnavailable:
+            server.close()
+            raise
+        servers.put(server)
+        return result
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, jobs))
+    finally:
+        for server in started:
+            server.close()
+
+
+def _classify(job: Job, events: list[dict], killed: bool, seconds: float, stdout_tail: str,
+              stderr_tail: str) -> Result:
     by_index: dict[int, TestVerdict] = {}
     program_error = None
     exit_text = None
@@ -178,7 +232,7 @@ def _classify(job: Job, events: list[dict], killed: bool, returncode: int, secon
     if killed:
         missing_reason, exit_text = "timeout", "killed (wall clock)"
     elif exit_text is None:
-        raise SandboxUnavailable(f"sandbox init ended without a report (exit {returncode}): {stderr_tail[-500:]}")
+        raise SandboxUnavailable(f"sandbox init ended without a report: {stderr_tail[-500:]}")
     elif exit_text in ("signal 9", "signal 24"):   # SIGKILL from RLIMIT_CPU hard limit, SIGXCPU soft
         missing_reason = "timeout"
     elif exit_text in ("signal 11", "signal 6") and "MemoryError" in stderr_tail:
@@ -197,31 +251,6 @@ def _classify(job: Job, events: list[dict], killed: bool, returncode: int, secon
     first_bad = next((v.reason for v in verdicts if not v.ok), None)
     reason = first_bad or ("passed" if verdicts else missing_reason if program_error else "passed")
     return Result(verdicts, reason, stdout_tail, stderr_tail, exit_text or "", round(seconds, 4))
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-def run_programs(jobs: list[Job], limits: Limits = Limits(), workers: int | None = None) -> list[Result]:
-    """Run many jobs on a bounded thread pool (each thread waits on one sandbox process); results in order."""
-    import queue
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = min(workers or default_workers(), 64, max(1, len(jobs)))
-    slots: queue.Queue[int] = queue.Queue()
-    for s in range(workers):
-        slots.put(s)
-
-    def one(job: Job) -> Result:
-        slot = slots.get()
-        try:
-            return run_program(job, limits, slot)
-        finally:
-            slots.put(slot)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, jobs))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,6 +303,7 @@ def _isolate_filesystem(spec: dict) -> str:
 def _drop_privileges(spec: dict, workdir: str) -> None:
     import ctypes
     import resource
+    import signal
     lim = spec["limits"]
     mb = 1024 * 1024
     for res, value in ((resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1)),
@@ -286,8 +316,12 @@ def _drop_privileges(spec: dict, workdir: str) -> None:
     os.setgroups([])
     os.setgid(spec["uid"])
     os.setuid(spec["uid"])  # all uids non-zero: the kernel clears every capability
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
+    # the uid change cleared the parent-death signal: arm it again (the server's uid sweep covers the gap)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setsid()  # its own session and process group: kill(0, ...) reaches nothing but the sandbox
     os.chdir(workdir)
     os.umask(0o077)
     os.environ.clear()
@@ -355,54 +389,144 @@ def _run_tests(spec: dict, emit) -> None:
             emit({"event": "test", "i": i, "ok": False, "reason": _reason(e), "error": _describe(e)})
 
 
-def _main() -> None:
-    """Namespace init: isolate, fork the test process, reap until it exits, report how it ended."""
-    fd = int(sys.argv[1])
-    if fd != RESULT_FD:
-        os.dup2(fd, RESULT_FD)
-        os.close(fd)
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
+MS_PRIVATE, MS_NOEXEC = 1 << 18, 8
+PR_SET_PDEATHSIG = 1
 
+
+def _job_tree(spec: dict, out: int, err: int, res: int) -> None:
+    """Runs in a fork of the server: new mount/pid/IPC namespaces; the test process is the new pid namespace's
+    init, so when it exits the kernel kills everything it left behind (daemons, fork bombs)."""
+    import ctypes
+    import signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(mount, pid, ipc) failed")
+    # before any other mount: nothing mounted from here on may propagate back to the host
+    _mount(libc, "none", "/", None, MS_REC | MS_PRIVATE)
+    pid = os.fork()
+    if pid == 0:  # pid 1 of the new pid namespace
+        code = 70
+        try:
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                raise OSError("prctl(PR_SET_PDEATHSIG) failed")  # the server's SIGKILL reaches us through it
+            _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            code = _test_process(spec, out, err, res)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    how = f"exit {os.waitstatus_to_exitcode(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}"
+    os.write(res, (json.dumps({"event": "exit", "how": how}) + "\n").encode())
+
+
+def _test_process(spec: dict, out: int, err: int, res: int) -> int:
+    """Isolate the filesystem, drop privileges, run the program and its tests."""
     def emit(event: dict) -> None:
         os.write(RESULT_FD, (json.dumps(event) + "\n").encode())
 
-    spec = json.loads(sys.stdin.buffer.read())
+    for fd, target in ((os.open("/dev/null", os.O_RDONLY), 0), (out, 1), (err, 2), (res, RESULT_FD)):
+        os.dup2(fd, target)
+    os.closerange(RESULT_FD + 1, 1 << 16)  # the server's protocol pipes and memfds are not the program's
     try:
         workdir = _isolate_filesystem(spec)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises SandboxUnavailable
         emit({"event": "infra_error", "error": _describe(e)})
-        os._exit(1)
-    devnull = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(devnull, 0)
+        return 1
+    code = 0
+    try:
+        _drop_privileges(spec, workdir)
+        _run_tests(spec, emit)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            emit({"event": "program_error", "reason": _reason(e), "error": _describe(e)})
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush(), sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - e.g. EFBIG on a full stdout: the verdicts are already out
+            pass
+    return code
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    size = os.fstat(fd).st_size
+    os.lseek(fd, max(0, size - limit), os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of a sandbox uid (only this server's jobs run as it): a helper takes the uid and
+    calls kill(-1), which reaches exactly the processes it may signal, i.e. that uid's."""
+    import signal
     pid = os.fork()
     if pid == 0:
-        code = 0
         try:
-            _drop_privileges(spec, workdir)
-            _run_tests(spec, emit)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                emit({"event": "program_error", "reason": _reason(e), "error": _describe(e)})
-            except BaseException:  # noqa: BLE001
-                pass
-            code = 1
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
         finally:
-            try:
-                sys.stdout.flush(), sys.stderr.flush()
-            except BaseException:  # noqa: BLE001 - e.g. EFBIG on a full stdout: the verdicts are already out
-                pass
-            os._exit(code)
-    while True:  # as init we also reap orphans (daemonised grandchildren) until the test process is gone
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _run_job(spec: dict) -> dict:
+    """Server side of one job: fork the job tree, enforce the wall clock, collect verdicts and output tails."""
+    import select
+    import signal
+    import time
+    lim = spec["limits"]
+    out, err, res = (os.memfd_create(name) for name in ("stdout", "stderr", "verdicts"))
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        code = 70
         try:
-            done, status = os.wait()
-        except ChildProcessError:
-            break
-        if done == pid:
-            how = f"exit {os.waitstatus_to_exitcode(status)}" if os.WIFEXITED(status) else \
-                f"signal {os.WTERMSIG(status)}"
-            emit({"event": "exit", "how": how})
-            break
-    os._exit(0)  # init exits: the kernel kills whatever is left in the namespace (daemons, fork bombs)
+            _job_tree(spec, out, err, res)
+            code = 0
+        except BaseException as e:  # noqa: BLE001
+            os.write(res, (json.dumps({"event": "infra_error", "error": _describe(e)}) + "\n").encode())
+        finally:
+            os._exit(code)
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    killed = not poller.poll(int(lim["timeout_s"] * 1000))
+    if killed:  # SIGKILL the job tree's root; PDEATHSIG takes the namespace init, and with it every process
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if killed:
+        _kill_uid(spec["uid"])
+    os.close(pidfd)
+    seconds = time.perf_counter() - t0
+    events = [json.loads(line) for line in _read_all(res, 1 << 22).decode("utf-8", "replace").splitlines()
+              if line.startswith("{")]
+    tails = [_read_all(fd, lim["tail_bytes"]).decode("utf-8", "replace") for fd in (out, err)]
+    for fd in (out, err, res):
+        os.close(fd)
+    infra = next((e["error"] for e in events if e.get("event") == "infra_error"), None)
+    return {"events": events, "killed": killed, "seconds": round(seconds, 4), "stdout_tail": tails[0],
+            "stderr_tail": tails[1], "infra_error": infra}
+
+
+def _serve() -> None:
+    """Server loop: read a length-prefixed job, run it, write the length-prefixed reply; until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while header := stdin.readline():
+        spec = json.loads(stdin.read(int(header)))
+        try:
+            reply = _run_job(spec)
+        except Exception as e:  # noqa: BLE001
+            reply = {"infra_error": _describe(e)}
+        data = json.dumps(reply).encode()
+        stdout.write(b"%d\n" % len(data) + data)
+        stdout.flush()
 
 
 if __name__ == "__main__":
-    _main()
+    _serve()
