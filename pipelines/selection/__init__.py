@@ -23,6 +23,7 @@ from pipelines.selection import common
 RULES = {
     "max_min": "pipelines.selection.max_min:max_min",
     "mu_2sigma": "pipelines.selection.mu_2sigma:mu_2sigma",
+    "dstc": "pipelines.selection.dstc:dstc",
 }
 POOL_FILTERS: dict[str, str] = {
     "dedup_responses": "pipelines.selection.dedup:dedup_responses",
