@@ -19,7 +19,9 @@ from pipelines import schema
 
 # Special formats (a dataset inside a pip package, ...): format name -> "module:function", imported lazily.
 # The function takes the PromptsConfig and returns (prompts, drops) like load_prompts.
-LOADERS: dict[str, str] = {}
+LOADERS: dict[str, str] = {
+    "humaneval": "pipelines.humaneval:load_humaneval",
+}
 FILE_FORMATS = {"auto", "jsonl", "json", "parquet", "csv"}
 
 

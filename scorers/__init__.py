@@ -27,6 +27,8 @@ class Scorer(Protocol):
 SCORERS = {
     "math_verify": "scorers.math_verify_scorer:MathVerifyScorer",
     "confidence": "scorers.confidence:ConfidenceScorer",
+    "execution": "scorers.execution:ExecutionScorer",
+    "dstc": "scorers.dstc:DSTCScorer",
 }
 
 
