@@ -63,6 +63,14 @@ def smollm(smollm_dir):
     return load_policy(smollm_dir, device="cpu", dtype="float32")
 
 
+@pytest.fixture(scope="module")
+def math_scored(smollm):
+    """CHES of MATH_PAIRS batched (all 6 sequences in one padded batch) and at batch size 1."""
+    from pipelines.selection.ches import score_pairs
+    return {"batched": score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=6),
+            "single": score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=1)}
+
+
 def plain_sequence(policy, messages, response):
     """Token ids of prompt + response and the prompt length, written out as TRL tokenises conversations."""
     tok = policy.tokenizer
@@ -108,9 +116,8 @@ def test_response_tokens_follow_trl_conversational_tokenisation(smollm):
     assert "<|im_end|>" in response  # the end-of-turn token is part of what DPO trains on
 
 
-def test_ches_matches_a_plain_unbatched_computation(smollm):
-    from pipelines.selection.ches import score_pairs
-    scored = score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=8)
+def test_ches_matches_a_plain_unbatched_computation(smollm, math_scored):
+    scored = math_scored["batched"]
     text = MATH.candidates.set_index("candidate_id")["text"]
     for k, pair in scored.iterrows():
         messages = list(MATH.prompts.set_index("prompt_id").loc[pair["prompt_id"], "messages"])
@@ -127,18 +134,16 @@ def test_ches_matches_a_plain_unbatched_computation(smollm):
         assert abs(pair["ln_ches"] - ln) <= 1e-4 * scale_ln
 
 
-def test_ches_batched_equals_batch_size_one(smollm):
-    from pipelines.selection.ches import score_pairs
-    batched = score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=6)  # all 6 sequences padded together
-    single = score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=1)
+def test_ches_batched_equals_batch_size_one(math_scored):
+    batched, single = math_scored["batched"], math_scored["single"]
     for column in ("ches", "ln_ches"):
         b, s = batched[column].to_numpy(), single[column].to_numpy()
         np.testing.assert_allclose(b, s, rtol=1e-4, atol=0)
 
 
-def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm):
-    from pipelines.selection.ches import ches, score_pairs
-    scores = score_pairs(MATH_PAIRS, MATH, model=smollm)["ln_ches"].to_numpy()
+def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm, math_scored):
+    from pipelines.selection.ches import ches
+    scores = math_scored["batched"]["ln_ches"].to_numpy()
     worst = MATH_PAIRS["prompt_id"][int(np.argmax(scores))]
     kept, drops = ches(MATH_PAIRS, MATH, score="ln", drop_fraction=0.34, model=smollm)  # floor(0.34*3) = 1
     assert len(kept) == 2 and worst not in set(kept["prompt_id"])
@@ -146,19 +151,16 @@ def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm):
     assert list(drops["prompt_id"]) == [worst] and list(drops["reason"]) == ["ches_filtered"]
     assert drops["candidate_id"].isna().all()  # the prompt lost its only pair: a prompt-level row
 
-    # threshold: exactly the pairs scoring above it go
-    cut = float(np.sort(scores)[0])
-    kept, drops = ches(MATH_PAIRS, MATH, score="ln", threshold=cut, model=smollm)
-    assert len(kept) == 1 and len(drops) == 2
 
-
-def test_ches_runs_inside_select_and_accounts_for_every_prompt(smollm):
-    ctx = MATH
-    pool = make_pool(ctx, {"p0_0": 1.0, "p0_1": 0.0, "p1_0": 1.0, "p1_1": 0.0, "p2_0": 1.0, "p2_1": 0.0})
-    pairs, drops = select(pool, "max_min", ctx=ctx,
-                          pair_filters=[("ches", {"drop_fraction": 0.34, "model": smollm})])
-    assert len(pairs) == 2
-    assert (drops["reason"] == "ches_filtered").sum() == 1
+def test_ches_threshold_inside_select_accounts_for_every_prompt(smollm, math_scored):
+    raw = math_scored["batched"]["ches"].to_numpy()
+    cut = float(np.sort(raw)[0] + np.sort(raw)[1]) / 2  # between the lowest and the middle score: 2 pairs above
+    pool = make_pool(MATH, {"p0_0": 1.0, "p0_1": 0.0, "p1_0": 1.0, "p1_1": 0.0, "p2_0": 1.0, "p2_1": 0.0})
+    pairs, drops = select(pool, "max_min", ctx=MATH,
+                          pair_filters=[("ches", {"score": "raw", "threshold": cut, "model": smollm})])
+    assert list(pairs["prompt_id"]) == [MATH_PAIRS["prompt_id"][int(np.argmin(raw))]]
+    assert sorted(drops.loc[drops["reason"] == "ches_filtered", "prompt_id"]) == \
+        sorted(set(MATH_PAIRS["prompt_id"]) - set(pairs["prompt_id"]))
 
 
 # ---------------------------------------------------------------- implicit margin
@@ -177,12 +179,13 @@ def test_sequence_logp_matches_a_plain_computation(smollm):
 
 def test_implicit_margin_is_zero_when_policy_is_reference(smollm):
     from pipelines.selection.implicit_margin import implicit_margins
-    m = implicit_margins(MATH_PAIRS, MATH, policy=smollm, reference=smollm, beta=0.1)
-    assert len(m) == 3 and np.all(np.abs(m) < 1e-9)
+    m = implicit_margins(MATH_PAIRS.head(2), MATH, policy=smollm, reference=smollm, beta=0.1)
+    assert len(m) == 2 and np.all(np.abs(m) < 1e-9)
 
 
 def test_implicit_margin_sign_follows_the_policy_update(smollm):
-    """A policy one gradient step up log pi(y+|x) - log pi(y-|x) of pair 0 has m > 0 there; a step down, m < 0."""
+    """A policy one gradient step up log pi(y+|x) - log pi(y-|x) of pair 0 (from the reference) has m > 0 there;
+    swapping policy and reference flips the sign; the filter then drops the pair (min_margin 0)."""
     import torch
 
     from pipelines.selection.implicit_margin import implicit_margin, implicit_margins
@@ -191,29 +194,28 @@ def test_implicit_margin_sign_follows_the_policy_update(smollm):
     pair = MATH_PAIRS.iloc[[0]].reset_index(drop=True)
     messages = list(MATH.prompts["messages"][0])
     text = MATH.candidates.set_index("candidate_id")["text"]
+    model = copy.deepcopy(smollm.model)
+    # only the last block and the final norm move: a cheap backward, still a different policy
+    params = list(model.model.layers[-1].parameters()) + list(model.model.norm.parameters())
+    with torch.enable_grad():
+        gap = 0.0
+        for sign, cid in ((1.0, pair["chosen_id"][0]), (-1.0, pair["rejected_id"][0])):
+            ids, n_prompt = plain_sequence(smollm, messages, text[cid])
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            logp = torch.log_softmax(logits[n_prompt - 1:len(ids) - 1], dim=-1)
+            gap = gap + sign * logp.gather(1, torch.tensor(ids[n_prompt:])[:, None]).sum()
+        grads = torch.autograd.grad(gap, params)
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(0.05 * g / norm)  # a small step (norm 0.05) up the gradient
+    up = Policy(name="one step up", model=model, tokenizer=smollm.tokenizer, device="cpu")
 
-    def stepped(direction: float) -> Policy:
-        model = copy.deepcopy(smollm.model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        with torch.enable_grad():
-            gap = 0.0
-            for sign, cid in ((1.0, pair["chosen_id"][0]), (-1.0, pair["rejected_id"][0])):
-                ids, n_prompt = plain_sequence(smollm, messages, text[cid])
-                logits = model(input_ids=torch.tensor([ids])).logits[0]
-                logp = torch.log_softmax(logits[n_prompt - 1:len(ids) - 1], dim=-1)
-                gap = gap + sign * logp.gather(1, torch.tensor(ids[n_prompt:])[:, None]).sum()
-            grads = torch.autograd.grad(gap, params)
-        norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.add_(direction * 0.05 * g / norm)  # a small step of norm 0.05 along the gradient
-        return Policy(name=f"step{direction:+}", model=model, tokenizer=smollm.tokenizer, device="cpu")
+    m_up = implicit_margins(pair, MATH, policy=up, reference=smollm, beta=0.1)[0]
+    m_swapped = implicit_margins(pair, MATH, policy=smollm, reference=up, beta=0.1)[0]
+    assert m_up > 0 and m_swapped < 0 and m_swapped == pytest.approx(-m_up, rel=1e-9)
 
-    up, down = stepped(+1.0), stepped(-1.0)
-    assert implicit_margins(pair, MATH, policy=up, reference=smollm, beta=0.1)[0] > 0
-    assert implicit_margins(pair, MATH, policy=down, reference=smollm, beta=0.1)[0] < 0
-
-    kept, drops = implicit_margin(pair, MATH, policy=down, reference=smollm, min_margin=0.0)
+    kept, drops = implicit_margin(pair, MATH, policy=smollm, reference=up, min_margin=0.0)
     assert kept.empty and list(drops["reason"]) == ["implicit_margin_filtered"]
 
 
