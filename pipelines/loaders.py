@@ -21,6 +21,7 @@ from pipelines import schema
 # The function takes the PromptsConfig and returns (prompts, drops) like load_prompts.
 LOADERS: dict[str, str] = {
     "humaneval": "pipelines.humaneval:load_humaneval",
+    "mtbench": "pipelines.mtbench:load_mtbench",
 }
 FILE_FORMATS = {"auto", "jsonl", "json", "parquet", "csv"}
 

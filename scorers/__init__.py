@@ -29,6 +29,10 @@ SCORERS = {
     "confidence": "scorers.confidence:ConfidenceScorer",
     "execution": "scorers.execution:ExecutionScorer",
     "dstc": "scorers.dstc:DSTCScorer",
+    "reward_model": "scorers.reward_model:RewardModelScorer",
+    "judge": "scorers.judge:PointwiseJudgeScorer",
+    "pairwise_judge": "scorers.judge:PairwiseJudgeScorer",
+    "reference_similarity": "scorers.reference_similarity:ReferenceSimilarityScorer",
 }
 
 

@@ -133,8 +133,8 @@ class VLLMRewardEngine:
     """vLLM's pooling runner (`LLM(runner="pooling")` + `classify`/`reward`): vLLM batches and schedules itself.
 
     Token ids go in as TokensPrompt, so the scorer's formatting and length checks are the same as with
-    transformers. `classify` returns the head's outputs after the model's activation (softmax/sigmoid) for
-    classifiers, so `activation` selects the raw head when the model config allows it (see the test).
+    transformers. `classify` would apply the classifier's activation (softmax/sigmoid); a reward is the raw
+    head value, so the activation is switched off. batch_size is unused: vLLM schedules by tokens itself.
     """
     name = "vllm"
 
@@ -153,6 +153,9 @@ class VLLMRewardEngine:
         import numpy as np
         from vllm.inputs import TokensPrompt
 
+        from vllm.pooling_params import PoolingParams
+
         prompts = [TokensPrompt(prompt_token_ids=list(e["input_ids"])) for e in encodings]
-        outputs = self.llm.encode(prompts, pooling_task="classify", use_tqdm=False)
-        return [np.asarray(o.outputs.data, dtype=np.float32).reshape(-1) for o in outputs]
+        # raw head values (a reward), not the softmax/sigmoid a classifier would apply
+        outputs = self.llm.classify(prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        return [np.asarray(o.outputs.probs, dtype=np.float32).reshape(-1) for o in outputs]

@@ -75,11 +75,11 @@ class RewardModelScorer:
             path = resolve_model(self.model_name)
             self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
             module, attr = ENGINES[self.backend].split(":")
-            kwargs = dict(self.engine_kwargs)
+            kwargs = {"dtype": self.dtype, **self.engine_kwargs}
             if self.backend == "transformers":
                 kwargs.update(device=self.device, output_field=self.output_field)
             self._engine = getattr(importlib.import_module(module), attr)(
-                path, dtype=self.dtype, trust_remote_code=self.trust_remote_code, **kwargs)
+                path, trust_remote_code=self.trust_remote_code, **kwargs)
         return self._engine, self._tokenizer
 
     def _limit(self, engine, tokenizer) -> int:
