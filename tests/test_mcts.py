@@ -284,3 +284,43 @@ def test_first_error_drops_are_explicit():
     assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
            [("no_correction", "no rollout from the question reaches the answer")]
     assert set(d["reason"] for d in drops) <= set(schema.REASONS)
+
+
+# ---- one batch end to end, fake model ----------------------------------------------------------------------------
+
+class FakeEngine(ScriptedSampler):
+    max_context = 4096
+
+    def prompt_tokens(self, messages):
+        return 10
+
+
+def test_build_batch_accounts_for_every_prompt_and_mode():
+    from pipelines import step_build
+    from pipelines.step_config import StepPairsConfig
+
+    def prompt(text, reference):
+        messages = [{"role": "user", "content": text}]
+        return dict(prompt_id=schema.prompt_id(messages), source="t", row=1, messages=messages,
+                    reference=reference, meta="{}")
+
+    prompts = schema.frame([prompt("What is 40 + 1?", "41"), prompt("And 41 + 0?", "41"),
+                            prompt("No answer known", None)], schema.PROMPTS)
+    config = StepPairsConfig(mcts=MCTSConfig(iterations=3, max_depth=3), correction=CorrectionConfig(samples=2))
+    engine = FakeEngine()
+    rows, drops, trees, calls, stats = step_build.build_batch(prompts, engine, outcome, config)
+    ids = prompts["prompt_id"].tolist()
+    assert [t.prompt_id for t in trees] == ids[:2]
+    assert calls == {"expand": 2, "rollout": 1, "self_eval": 0, "correction_sample": 1, "correction_rollout": 1}
+    by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("step", "trajectory", "correction")}
+    assert [r["prompt_id"] for r in by_mode["step"]] == ids[:2]
+    # right answers tie on outcome: the one under the higher-Q node wins (Add's rollout, Q 1.0, over its final
+    # child "So 41", Q 0.0); the wrong ones: Subtract's rollout is the only one
+    assert [(r["chosen"], r["rejected"]) for r in by_mode["trajectory"]] == \
+           [("Add forty and one\n\n so 41", "Subtract one\n\n so 39")] * 2
+    assert by_mode["correction"] == []       # the fake's solutions are all "so 39", and so is every rollout
+    reasons = sorted((d["prompt_id"] == ids[2], d["reason"]) for d in drops)
+    assert reasons == [(False, "no_correction"), (False, "no_correction"), (True, "no_reference")]
+    assert all(r["model"] == "fake-model" and r["prompt"].startswith(r["messages"][-1]["content"]) for r in rows)
+    table = schema.frame(rows, schema.STEP_PAIRS)
+    assert table["pair_id"].is_unique and len(table) == 4
