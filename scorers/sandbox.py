@@ -2,21 +2,29 @@
 
     results = run_programs([Job(program, tests, setup)], limits=Limits(), workers=None)
 
-Isolation, outermost first (each layer is tested in tests/test_execution_security.py):
-1. util-linux `unshare --net --mount --pid --ipc --uts --fork --kill-child --mount-proc`: no network (a fresh
-   network namespace has only a downed loopback), a private mount table, a private process tree whose processes
-   all die with its init (daemons cannot outlive the program), and a /proc that shows only that tree.
-2. This file run as that tree's init (root inside the namespaces), which remounts / read-only and nosuid *for
-   this mount namespace only*, mounts fresh size-capped tmpfs on /tmp (the working directory lives there),
-   /var/tmp and /dev/shm, hides /root behind an empty tmpfs (re-exposing the Python installation read-only),
-   then forks the test process and reaps everything until that process exits.
-3. The test process drops to an unprivileged uid/gid of its own (one per pool slot: per-uid process limits are
-   per sandbox, and sandboxes cannot signal each other), with no supplementary groups, no capabilities,
-   PR_SET_NO_NEW_PRIVS (setuid binaries give nothing back), a scrubbed environment, and rlimits: CPU seconds,
-   address space, file size (which also caps captured stdout/stderr: they are files), processes, open files,
-   no core dumps.
-4. The parent enforces the wall clock: on timeout it SIGKILLs the whole process group, and --kill-child takes
-   the namespace init (and so every process in it) down with it.
+Process layout: the parent keeps one *server* per worker (`python -S sandbox.py` under util-linux
+`unshare --net --uts`), fed jobs over a pipe by one thread each. For every job the server forks a job tree:
+
+    server (root; own network + UTS namespaces: no interface but a downed loopback, so no network at all)
+      -> job root (root): unshare(mount, pid, IPC), mount propagation made private first
+         -> test process = init of the new pid namespace: fresh /proc, filesystem isolated, privileges
+            dropped, then the program and its tests run; when it exits the kernel kills all it left behind
+
+Forking from a warm interpreter (instead of starting one per program) is what makes the pool fast.
+
+Isolation of the test process (each layer is tested in tests/test_execution_security.py):
+1. Namespaces: no network; a private process tree (host pids invisible, daemons die with the test process);
+   private SysV IPC; a private mount table.
+2. Filesystem, in that mount namespace only: / remounted read-only and nosuid; fresh size-capped tmpfs on /tmp
+   (the working directory, /tmp/work, lives there and vanishes with the job), /var/tmp, /dev/shm, /run/lock;
+   /root hidden behind an empty tmpfs (the Python installation under it re-exposed read-only).
+3. Credentials: an unprivileged uid/gid of its own (one per server: per-uid process limits are per sandbox,
+   sandboxes cannot signal each other), no supplementary groups, no capabilities, PR_SET_NO_NEW_PRIVS
+   (setuid binaries give nothing back), its own session, a scrubbed environment (PATH, HOME, TMPDIR, LANG).
+4. rlimits: CPU seconds, address space, file size (which also caps captured stdout/stderr: they are memfds),
+   processes, open files, no core dumps.
+5. Wall clock, enforced by the server: SIGKILL to the job root; the parent-death signal takes the test process
+   down with it, and a uid sweep (kill(-1) as the sandbox uid) catches anything else of that uid.
 
 Verdicts travel over an inherited anonymous file (fd 3), never stdout. The program and the tests run in one
 interpreter, so a program written to *forge* verdicts (writing to fd 3 itself) could: this protects the host,
@@ -26,7 +34,7 @@ Reasons: passed, wrong_answer (AssertionError), runtime_error (other exception),
 alarm, CPU limit or wall clock), memory (MemoryError or address-space kill), output_limit (file size limit
 reached: EFBIG), crash (died from a signal, or exited before reporting).
 
-This module is stdlib-only at import time: it is also the script the sandbox runs (`python -I sandbox.py`).
+This module is stdlib-only at import time: it is also the script the server runs.
 """
 
 from __future__ import annotations

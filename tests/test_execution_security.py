@@ -75,6 +75,7 @@ def run(program: str, tests=("assert True_",), limits=FAST):
 def test_ordinary_program_passes_and_fails():
     r = run_program(Job("def f(x):\n    return x * 2\n", ["assert f(2) == 4", "assert f(3) == 7", "f(None + 1)"]))
     assert [v.reason for v in r.verdicts] == ["passed", "wrong_answer", "runtime_error"]
+    assert {v.reason for v in r.verdicts} <= set(sandbox.REASONS)
     assert r.fraction == pytest.approx(1 / 3)
     assert r.reason == "wrong_answer"
 
