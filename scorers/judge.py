@@ -16,7 +16,8 @@ protocol, a candidate's score is its agreed win rate against the other candidate
 
 Candidates with no judged comparison get an error row. Details keep the counts and the prompt's position
 bias (`first_position_win_rate`: the share of parsed verdicts that picked whichever answer was shown first;
-0.5 minus the tie share means no bias). Cost: k(k-1) judge calls per prompt.
+an unbiased judge gives (1 - share of ties) / 2). Cost: k(k-1) judge calls per prompt. Logprob-averaged
+verdicts are not implemented: the agreement rule is used with every backend.
 
 The judge sees the prompt as MT-Bench's "question": the user message (after the system message, if any), or
 a "Role: content" transcript for a multi-turn conversation.
