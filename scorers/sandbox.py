@@ -524,6 +524,10 @@ def _run_job(spec: dict) -> dict:
 
 def _serve() -> None:
     """Server loop: read a length-prefixed job, run it, write the length-prefixed reply; until stdin closes."""
+    import ctypes  # noqa: F401 - imported once here, not in every forked job
+    import gc
+    import select  # noqa: F401
+    gc.freeze()  # the server's objects go to the permanent generation: a child's GC never touches (copies) them
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while header := stdin.readline():
         spec = json.loads(stdin.read(int(header)))

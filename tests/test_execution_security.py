@@ -40,6 +40,10 @@ def canary(tmp_path_factory):
     for p in sorted(d.rglob("*"), reverse=True):
         p.unlink() if not p.is_dir() else p.rmdir()
     d.rmdir()
+    try:
+        base.rmdir()  # only when empty (a concurrent session may still use it)
+    except OSError:
+        pass
 
 
 def _host_untouched(d: Path, f: Path) -> None:
