@@ -23,6 +23,7 @@ from pipelines.selection import common
 RULES = {
     "max_min": "pipelines.selection.max_min:max_min",
     "mu_2sigma": "pipelines.selection.mu_2sigma:mu_2sigma",
+    "max_random": "pipelines.selection.max_random:max_random",
     "dstc": "pipelines.selection.dstc:dstc",
 }
 POOL_FILTERS: dict[str, str] = {
@@ -30,6 +31,7 @@ POOL_FILTERS: dict[str, str] = {
     "dedup_prompts": "pipelines.selection.dedup:dedup_prompts",
 }
 PAIR_FILTERS: dict[str, str] = {
+    "margin": "pipelines.selection.margin:margin",
     "ches": "pipelines.selection.ches:ches",
     "implicit_margin": "pipelines.selection.implicit_margin:implicit_margin",
     "dual_margin": "pipelines.selection.dual_margin:dual_margin",

@@ -1,0 +1,72 @@
+"""max_random rule and margin pair filter on hand-built pools; every prompt/candidate ends in a pair or a drop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines import schema
+from pipelines.selection import select
+from pipelines.selection.max_random import max_random
+
+
+def pool_of(rows):
+    """rows: (prompt_id, candidate_id, sample_index, reward or None)."""
+    df = pd.DataFrame(rows, columns=["prompt_id", "candidate_id", "sample_index", "reward"])
+    df["reward"] = df["reward"].astype("float64")
+    df["error"] = np.where(df["reward"].isna(), "boom", None)
+    return df
+
+
+def unaccounted(pool, pairs, drops):
+    """Prompts/candidates in neither a pair nor a drop row (a prompt-level row covers an unpaired prompt)."""
+    paired_prompts = set(pairs["prompt_id"])
+    prompt_rows = set(drops.loc[drops["candidate_id"].isna(), "prompt_id"])
+    cand_rows = set(drops["candidate_id"].dropna())
+    used = set(pairs["chosen_id"]) | set(pairs["rejected_id"])
+    lost_p = set(pool["prompt_id"]) - paired_prompts - prompt_rows
+    lost_c = {c for p, c in zip(pool["prompt_id"], pool["candidate_id"])
+              if c not in used and c not in cand_rows and not (p in prompt_rows and p not in paired_prompts)}
+    return lost_p, lost_c
+
+
+def test_max_random_takes_best_and_another_deterministically():
+    pool = pool_of([("p", "a", 0, 0.9), ("p", "b", 1, 0.2), ("p", "c", 2, 0.5), ("p", "d", 3, 0.9)])
+    out = max_random(pool, seed=1)
+    assert out["chosen_id"].tolist() == ["a"]          # tie at 0.9 goes to the lower sample_index
+    assert out["rejected_id"].iloc[0] in {"b", "c", "d"}
+    assert out.equals(max_random(pool.iloc[::-1], seed=1))  # row order does not matter
+
+
+def test_max_random_seed_changes_some_draws():
+    rows = [(f"p{i}", f"p{i}c{j}", j, float(j)) for i in range(30) for j in range(5)]
+    a, b = max_random(pool_of(rows), seed=0), max_random(pool_of(rows), seed=1)
+    assert (a["chosen_id"] == b["chosen_id"]).all()
+    assert (a["rejected_id"] != b["rejected_id"]).any()
+    assert set(a["rejected_id"]).issubset({f"p{i}c{j}" for i in range(30) for j in range(4)})
+
+
+def test_margin_filter_accounts_for_every_prompt_and_candidate():
+    pool = pool_of([
+        ("err", "e1", 0, None), ("err", "e2", 1, 0.3),                      # score_error + too_few_valid
+        ("flat", "f1", 0, 0.5), ("flat", "f2", 1, 0.5),                     # zero_variance
+        ("small", "s1", 0, 0.50), ("small", "s2", 1, 0.45),                 # margin 0.05 < 0.1: below_margin
+        ("big", "b1", 0, 1.0), ("big", "b2", 1, 0.0), ("big", "b3", 2, 0.5),  # pair b1/b2, b3 not_selected
+    ])
+    pairs, drops = select(pool, "max_min", pair_filters=[("margin", {"min_margin": 0.1})])
+    assert pairs[["prompt_id", "chosen_id", "rejected_id"]].values.tolist() == [["big", "b1", "b2"]]
+    by = {(p, c if isinstance(c, str) else None): r for p, c, r in drops[["prompt_id", "candidate_id", "reason"]].values}
+    assert by[("err", "e1")] == "score_error" and by[("err", None)] == "too_few_valid"
+    assert by[("flat", None)] == "zero_variance" and by[("small", None)] == "below_margin"
+    assert by[("big", "b3")] == "not_selected"
+    assert set(drops["reason"]) <= set(schema.REASONS)
+    assert unaccounted(pool, pairs, drops) == (set(), set())
+
+
+def test_margin_filter_partial_removal_writes_candidate_rows():
+    from pipelines.selection.margin import margin
+    pairs = pd.DataFrame({"prompt_id": ["p", "p"], "chosen_id": ["a", "a"], "rejected_id": ["b", "c"],
+                          "chosen_score": [1.0, 1.0], "rejected_score": [0.0, 0.95]})
+    kept, drops = margin(pairs, None, min_margin=0.1)
+    assert kept["rejected_id"].tolist() == ["b"]
+    assert drops[["candidate_id", "reason"]].values.tolist() == [["c", "below_margin"]]
