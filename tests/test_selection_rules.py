@@ -70,3 +70,27 @@ def test_margin_filter_partial_removal_writes_candidate_rows():
     kept, drops = margin(pairs, None, min_margin=0.1)
     assert kept["rejected_id"].tolist() == ["b"]
     assert drops[["candidate_id", "reason"]].values.tolist() == [["c", "below_margin"]]
+
+
+def test_all_ranked_best_vs_rest_and_all_with_cap():
+    from pipelines.selection.all_ranked import all_ranked
+    pool = pool_of([("p", "a", 0, 3.0), ("p", "b", 1, 1.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0)])
+    best = all_ranked(pool)
+    # gaps from a (3.0): b 2.0, d 2.0, c 1.0 -> largest first, ties by sample_index
+    assert list(zip(best["chosen_id"], best["rejected_id"])) == [("a", "b"), ("a", "d"), ("a", "c")]
+    every = all_ranked(pool, mode="all", min_gap=0.5, max_pairs_per_prompt=4)
+    # all gaps > 0.5: a-b 2, a-d 2, a-c 1, c-b 1, c-d 1 (b-d equal: never a pair); cap 4 drops c-d
+    assert list(zip(every["chosen_id"], every["rejected_id"])) == [("a", "b"), ("a", "d"), ("a", "c"), ("c", "b")]
+
+
+def test_curry_tiers_orders_by_gap_and_drops_nothing():
+    pool = pool_of([("p", "a", 0, 3.0), ("p", "b", 1, 0.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0),
+                    ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
+    pairs, drops = select(pool, "all_ranked", pair_filters=[("curry_tiers", {"n_tiers": 3})])
+    tiers = dict(zip(zip(pairs["chosen_id"], pairs["rejected_id"]), pairs["tier"]))
+    assert tiers == {("a", "b"): 0, ("a", "d"): 1, ("a", "c"): 2, ("x", "y"): 0}
+    assert drops.empty
+    g, _ = select(pool, "all_ranked", pair_filters=[("curry_tiers", {"n_tiers": 2, "scope": "global"})])
+    # global margins 3, 2, 1, 1 -> ranks 0..3 -> tiers 0, 0, 1, 1
+    assert dict(zip(zip(g["chosen_id"], g["rejected_id"]), g["tier"])) == {
+        ("a", "b"): 0, ("a", "d"): 0, ("a", "c"): 1, ("x", "y"): 1}

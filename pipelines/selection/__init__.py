@@ -24,6 +24,7 @@ RULES = {
     "max_min": "pipelines.selection.max_min:max_min",
     "mu_2sigma": "pipelines.selection.mu_2sigma:mu_2sigma",
     "max_random": "pipelines.selection.max_random:max_random",
+    "all_ranked": "pipelines.selection.all_ranked:all_ranked",
     "dstc": "pipelines.selection.dstc:dstc",
 }
 POOL_FILTERS: dict[str, str] = {
@@ -32,6 +33,7 @@ POOL_FILTERS: dict[str, str] = {
 }
 PAIR_FILTERS: dict[str, str] = {
     "margin": "pipelines.selection.margin:margin",
+    "curry_tiers": "pipelines.selection.curry_tiers:curry_tiers",
     "ches": "pipelines.selection.ches:ches",
     "implicit_margin": "pipelines.selection.implicit_margin:implicit_margin",
     "dual_margin": "pipelines.selection.dual_margin:dual_margin",
