@@ -93,6 +93,7 @@ REASONS = {
     "no_correct": "no response was verified correct",
     "no_incorrect": "every response was verified correct",
     "below_margin": "pair margin under the configured threshold",
+    "length_ratio": "chosen response much longer than the rejected one (length control)",
     "no_reference": "prompt has no reference answer to verify against",
     "no_step_pair": "no node on the tree's best path has siblings with different Q values",
     "no_trajectory_pair": "the tree's complete solutions all have the same outcome (or there are none)",

@@ -94,3 +94,18 @@ def test_curry_tiers_orders_by_gap_and_drops_nothing():
     # global margins 3, 2, 1, 1 -> ranks 0..3 -> tiers 0, 0, 1, 1
     assert dict(zip(zip(g["chosen_id"], g["rejected_id"]), g["tier"])) == {
         ("a", "b"): 0, ("a", "d"): 0, ("a", "c"): 1, ("x", "y"): 1}
+
+
+def test_length_filter_drop_and_weight():
+    from pipelines.selection import SelectionContext
+    pool = pool_of([("p", "a", 0, 1.0), ("p", "b", 1, 0.0), ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
+    cands = pd.DataFrame({"candidate_id": ["a", "b", "x", "y"], "text": ["a" * 40, "b" * 10, "x" * 12, "y" * 10],
+                          "completion_tokens": [4, 4, 3, 1]})
+    ctx = SelectionContext(candidates=cands, prompts=pd.DataFrame())
+    pairs, drops = select(pool, "max_min", ctx=ctx, pair_filters=[("length", {"max_ratio": 2.0})])
+    assert pairs["prompt_id"].tolist() == ["q"]                      # p: 40/10 = 4 > 2; q: 1.2
+    assert drops[["prompt_id", "reason"]].values.tolist() == [["p", "length_ratio"]]
+    w, d = select(pool, "max_min", ctx=ctx, pair_filters=[("length", {"max_ratio": 2.0, "unit": "tokens",
+                                                                        "mode": "weight"})])
+    # tokens: p 4/4 = 1 (weight 1), q 3/1 = 3 > 2 -> weight 2/3
+    assert dict(zip(w["prompt_id"], w["weight"].round(6))) == {"p": 1.0, "q": round(2 / 3, 6)} and d.empty

@@ -34,6 +34,7 @@ POOL_FILTERS: dict[str, str] = {
 PAIR_FILTERS: dict[str, str] = {
     "margin": "pipelines.selection.margin:margin",
     "curry_tiers": "pipelines.selection.curry_tiers:curry_tiers",
+    "length": "pipelines.selection.length:length",
     "ches": "pipelines.selection.ches:ches",
     "implicit_margin": "pipelines.selection.implicit_margin:implicit_margin",
     "dual_margin": "pipelines.selection.dual_margin:dual_margin",
