@@ -53,7 +53,7 @@ def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                                       [f"all {int(n)} rewards = {v:.6g}" for n, v in zip(flat["size"], flat["max"])],
                                       rule=rule))
     keep = stats.index[(stats["size"] >= 2) & (stats["max"] - stats["min"] > EPS)]
-    valid = ok[ok["prompt_id"].isin(keep)]
+    valid = ok[ok["prompt_id"].isin(keep.to_numpy(dtype=object))]  # numpy values: arrow-string isin iterates them
     return valid, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
 
@@ -93,7 +93,8 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
         drops.append(schema.drop_rows(missing, "select", "tie", "rule produced no pair with distinct rewards",
                                       rule=rule))
     used = np.union1d(pairs["chosen_id"].to_numpy(dtype=object), pairs["rejected_id"].to_numpy(dtype=object))
-    left = valid[valid["prompt_id"].isin(pairs["prompt_id"]) & ~valid["candidate_id"].isin(used)]
+    paired = valid["prompt_id"].isin(pairs["prompt_id"].to_numpy(dtype=object))
+    left = valid[paired & ~valid["candidate_id"].isin(used)]
     if len(left):
         drops.append(schema.drop_rows(left["prompt_id"], "select", "not_selected",
                                       [f"reward {r:.6g}" for r in left["reward"]], rule=rule,
