@@ -26,6 +26,13 @@ def setdiff(a: pd.Series, b: pd.Series) -> np.ndarray:
     return np.asarray(pd.Index(pd.unique(a)).difference(pd.Index(pd.unique(b))), dtype=object)
 
 
+def isin(values: pd.Series, among) -> pd.Series:
+    """values.isin(among) through object arrays: pandas-3 arrow-string isin converts `among` one Python scalar
+    at a time (most of select's time at 1M candidates); the object path is one hash table."""
+    obj = pd.Series(values.to_numpy(dtype=object), index=values.index, dtype=object)
+    return obj.isin(np.asarray(among, dtype=object))
+
+
 def empty_pairs() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object" if c.endswith("_id") else "float64") for c in PAIR_COLUMNS})
 
@@ -53,7 +60,7 @@ def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                                       [f"all {int(n)} rewards = {v:.6g}" for n, v in zip(flat["size"], flat["max"])],
                                       rule=rule))
     keep = stats.index[(stats["size"] >= 2) & (stats["max"] - stats["min"] > EPS)]
-    valid = ok[ok["prompt_id"].isin(keep.to_numpy(dtype=object))]  # numpy values: arrow-string isin iterates them
+    valid = ok[isin(ok["prompt_id"], keep)]
     return valid, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
 
@@ -93,12 +100,12 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
         drops.append(schema.drop_rows(missing, "select", "tie", "rule produced no pair with distinct rewards",
                                       rule=rule))
     used = np.union1d(pairs["chosen_id"].to_numpy(dtype=object), pairs["rejected_id"].to_numpy(dtype=object))
-    paired = valid["prompt_id"].isin(pairs["prompt_id"].to_numpy(dtype=object))
-    left = valid[paired & ~valid["candidate_id"].isin(used)]
+    left = valid[isin(valid["prompt_id"], pairs["prompt_id"]) & ~isin(valid["candidate_id"], used)]
     if len(left):
-        drops.append(schema.drop_rows(left["prompt_id"], "select", "not_selected",
-                                      [f"reward {r:.6g}" for r in left["reward"]], rule=rule,
-                                      candidate_ids=left["candidate_id"]))
+        # numpy object arrays: iterating arrow-backed strings element by element is slow (900k rows at 1M)
+        drops.append(schema.drop_rows(left["prompt_id"].to_numpy(dtype=object), "select", "not_selected",
+                                      [f"reward {r:.6g}" for r in left["reward"].tolist()], rule=rule,
+                                      candidate_ids=left["candidate_id"].to_numpy(dtype=object)))
     pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
     return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
