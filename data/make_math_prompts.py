@@ -22,20 +22,20 @@ def _problem(rng: random.Random, template: str) -> tuple[str, int]:
     name, other = rng.sample(NAMES, 2)
     thing = rng.choice(THINGS)
     if template == "add":
-        a, b = rng.randint(5, 60), rng.randint(5, 60)
+        a, b = rng.randint(2, 20), rng.randint(2, 20)
         return f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?", a + b
     if template == "sub":
-        a = rng.randint(20, 90)
-        b = rng.randint(3, a - 5)
+        a = rng.randint(8, 30)
+        b = rng.randint(2, a - 2)
         return f"{name} had {a} {thing} and gave {b} of them to {other}. How many {thing} does {name} have left?", a - b
     if template == "mul":
-        a, b = rng.randint(2, 9), rng.randint(3, 12)
+        a, b = rng.randint(2, 5), rng.randint(2, 6)
         return f"{name} buys {a} bags with {b} {thing} in each bag. How many {thing} does {name} buy in total?", a * b
     if template == "div":
-        b, q = rng.randint(2, 8), rng.randint(2, 12)
+        b, q = rng.randint(2, 5), rng.randint(2, 6)
         return (f"{name} shares {b * q} {thing} equally among {b} friends. How many {thing} does each friend get?", q)
     if template == "two_step":
-        a, b, c = rng.randint(10, 40), rng.randint(2, 9), rng.randint(1, 15)
+        a, b, c = rng.randint(5, 15), rng.randint(2, 4), rng.randint(1, 5)
         return (f"{name} has {a} {thing}. {other} gives {name} {b} packs of 2 {thing}, and then {name} loses {c}. "
                 f"How many {thing} does {name} have?", a + 2 * b - c)
     raise ValueError(template)

@@ -18,7 +18,7 @@ def combine(candidates: pd.DataFrame, scores: pd.DataFrame, weights: dict[str, f
     if missing and len(candidates):
         raise ValueError(f"no scores from scorer(s) {sorted(missing)}")
     wide = scores.pivot_table(index="candidate_id", columns="scorer", values="score", aggfunc="first", dropna=False)
-    err = scores.dropna(subset=["error"])
+    err = scores[scores["scorer"].isin(list(weights))].dropna(subset=["error"])
     errors = (err["scorer"] + ": " + err["error"]).groupby(err["candidate_id"]).agg("; ".join)
 
     out = candidates[["prompt_id", "candidate_id", "sample_index"]].reset_index(drop=True)
