@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # a fresh ephemeral Prefect API needs ~25 s to start on 2 cores; Prefect's default allows 20
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        # telemetry writes race the first flow run on the fresh SQLite database ("database is locked")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         manifest = _make_flow()(config=config)
     from pipelines.report import summary_text
     print(summary_text(manifest))

