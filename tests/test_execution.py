@@ -32,7 +32,7 @@ def candidates_for(prompts: pd.DataFrame, texts_by_prompt: dict[str, list[str]])
 
 
 def test_loader_reads_the_164_problems_with_tests_and_entry_points():
-    prompts, drops = load_humaneval(PromptsConfig(format="humaneval", system_prompt="Be brief."))
+    prompts, drops = load_humaneval(PromptsConfig(format="humaneval", system_prompt="Be brief.", limit=None))
     assert len(prompts) == 164 and len(drops) == 0
     first = prompts.iloc[0]
     meta = json.loads(first["meta"])
@@ -86,7 +86,7 @@ def test_split_counts_on_humaneval(he):
 
 @needs_root
 def test_every_canonical_solution_passes_and_corrupted_ones_fail(he):
-    prompts, _ = load_humaneval(PromptsConfig(format="humaneval"))
+    prompts, _ = load_humaneval(PromptsConfig(format="humaneval", limit=None))
     by_task = {json.loads(m)["task_id"]: pid for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
     texts = {by_task[p["task_id"]]: [p["canonical_solution"],
                                       f"```python\n{p['prompt']}{p['canonical_solution']}```",

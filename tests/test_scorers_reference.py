@@ -82,7 +82,7 @@ def mtbench_installed():
 
 
 def test_mtbench_loader_80_questions_30_references(mtbench_installed):
-    cfg = PromptsConfig(format="mtbench", system_prompt=None)
+    cfg = PromptsConfig(format="mtbench", system_prompt=None, limit=None)
     prompts, drops = load_prompts(cfg)
     assert len(prompts) == 80 and drops.empty
     assert prompts["reference"].notna().sum() == 30
