@@ -12,13 +12,11 @@ the flow object to deployments.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import typing
 from functools import lru_cache
 
-from pipelines.config import BuildConfig, apply_overrides
+from flows import cli
+from pipelines.config import BuildConfig
 
 
 @lru_cache(maxsize=1)
@@ -57,71 +55,20 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def _is_str_field(annotation) -> bool:
-    return annotation is str or (typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType"))
-                                 and str in typing.get_args(annotation))
+def _run_local(config: BuildConfig) -> dict:
+    from pipelines.build import run_local
+    return run_local(config)
 
 
-def _fields(model, prefix=""):
-    """(dotted name, field) for every leaf field of the config, nested sections flattened."""
-    from pydantic import BaseModel
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            yield from _fields(ann, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", field
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m flows.build_pairs",
-        description="Build chosen/rejected preference pairs (TRL-ready Parquet) from prompts.",
-        epilog="Any config field can be overridden as --section.field VALUE (YAML syntax for lists/dicts).")
-    p.add_argument("--config", help="YAML or JSON file with a BuildConfig (see configs/)")
-    p.add_argument("--no-prefect", action="store_true", help="run the same stages in a plain loop, without Prefect")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    group = p.add_argument_group("config fields")
-    for dotted, field in _fields(BuildConfig):
-        default = field.default if field.default_factory is None else "(see --print-config)"
-        group.add_argument(f"--{dotted}", dest=f"set:{dotted}", metavar="VALUE",
-                           help=f"{field.description or ''} [default: {default}]".strip())
-    return p
-
-
-def resolve_config(args: argparse.Namespace) -> BuildConfig:
-    data = BuildConfig.from_file(args.config).model_dump(exclude_unset=True) if args.config else {}
-    str_fields = {d for d, f in _fields(BuildConfig) if _is_str_field(f.annotation)}
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
-    # str fields keep the raw text ("0123" stays a string); others are parsed as YAML scalars/lists/dicts
-    import yaml
-    parsed = {k: (v if k in str_fields else yaml.safe_load(v)) for k, v in overrides.items()}
-    return BuildConfig.model_validate(apply_overrides(data, parsed))
+def _summary(manifest: dict) -> str:
+    from pipelines.report import summary_text
+    return summary_text(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from pydantic import ValidationError
-    try:
-        config = resolve_config(args)
-    except (ValidationError, FileNotFoundError, ValueError) as e:
-        print(f"error: invalid configuration:\n{e}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(config.model_dump_json(indent=2))
-        return 0
-    if args.no_prefect:
-        from pipelines.build import run_local
-        manifest = run_local(config)
-    else:
-        # a fresh ephemeral Prefect API needs ~25 s to start on 2 cores; Prefect's default allows 20
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-        # telemetry writes race the first flow run on the fresh SQLite database ("database is locked")
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        manifest = _make_flow()(config=config)
-    from pipelines.report import summary_text
-    print(summary_text(manifest))
-    return 0
+    return cli.run_cli(argv, config_cls=BuildConfig, prog="python -m flows.build_pairs",
+                       description="Build chosen/rejected preference pairs (TRL-ready Parquet) from prompts.",
+                       make_flow=_make_flow, summary=_summary, run_local=_run_local)
 
 
 if __name__ == "__main__":  # the guard vLLM's spawned workers need

@@ -10,13 +10,10 @@ Prefect is imported only when the flow runs, and the CLI flags are generated fro
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from functools import lru_cache
 
-from flows.build_pairs import _fields, _is_str_field
-from pipelines.config import apply_overrides
+from flows import cli
 from pipelines.step_config import StepPairsConfig
 
 
@@ -49,51 +46,21 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m flows.build_step_pairs",
-        description="Build step-level chosen/rejected pairs (MCTS-DPO trees, Step-DPO first-error correction).",
-        epilog="Any config field can be overridden as --section.field VALUE (YAML syntax for lists/dicts).")
-    p.add_argument("--config", help="YAML or JSON file with a StepPairsConfig (see configs/step_pairs.yaml)")
-    p.add_argument("--no-prefect", action="store_true", help="run the same stages in a plain loop, without Prefect")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    group = p.add_argument_group("config fields")
-    for dotted, field in _fields(StepPairsConfig):
-        default = field.default if field.default_factory is None else "(see --print-config)"
-        group.add_argument(f"--{dotted}", dest=f"set:{dotted}", metavar="VALUE",
-                           help=f"{field.description or ''} [default: {default!r}]".strip().replace("%", "%%"))
-    return p
+def _run_local(config: StepPairsConfig) -> dict:
+    from pipelines.step_build import run_local
+    return run_local(config)
 
 
-def resolve_config(args: argparse.Namespace) -> StepPairsConfig:
-    data = StepPairsConfig.from_file(args.config).model_dump(exclude_unset=True) if args.config else {}
-    str_fields = {d for d, f in _fields(StepPairsConfig) if _is_str_field(f.annotation)}
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
-    import yaml
-    parsed = {k: (v if k in str_fields else yaml.safe_load(v)) for k, v in overrides.items()}
-    return StepPairsConfig.model_validate(apply_overrides(data, parsed))
+def _summary(manifest: dict) -> str:
+    from pipelines.step_build import summary_text
+    return summary_text(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from pydantic import ValidationError
-    try:
-        config = resolve_config(args)
-    except (ValidationError, FileNotFoundError, ValueError) as e:
-        print(f"error: invalid configuration:\n{e}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(config.model_dump_json(indent=2))
-        return 0
-    if args.no_prefect:
-        from pipelines.step_build import run_local
-        manifest = run_local(config)
-    else:
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-        manifest = _make_flow()(config=config)
-    from pipelines.step_build import summary_text
-    print(summary_text(manifest))
-    return 0
+    return cli.run_cli(argv, config_cls=StepPairsConfig, prog="python -m flows.build_step_pairs",
+                       description="Build step-level chosen/rejected pairs (MCTS-DPO trees, Step-DPO first-error "
+                                   "correction).",
+                       make_flow=_make_flow, summary=_summary, run_local=_run_local)
 
 
 if __name__ == "__main__":  # the guard vLLM's spawned workers need

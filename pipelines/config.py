@@ -20,6 +20,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error, not a silent default
 
 
+class FileConfig(_Strict):
+    """A top-level config that can be read from a YAML or JSON file (`--config FILE`)."""
+
+    @classmethod
+    def from_file(cls, path: str | Path):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        return cls.model_validate(data)
+
+
 class PromptsConfig(_Strict):
     path: str = Field(SHIPPED_PROMPTS, description="JSONL/JSON/Parquet/CSV file of prompts")
     format: str = Field("auto", description="auto|jsonl|json|parquet|csv, or a registered loader (LOADERS)")
@@ -108,7 +125,7 @@ class SelectionConfig(_Strict):
         return self
 
 
-class BuildConfig(_Strict):
+class BuildConfig(FileConfig):
     """Everything a build_pairs run needs. Defaults: the embedded CPU job (SmolLM2, shipped math prompts)."""
     run_id: str | None = Field(None, description="run directory name (default: time + config hash)")
     output_dir: str = "runs"
@@ -127,19 +144,6 @@ class BuildConfig(_Strict):
         if not scorers:
             raise ValueError("at least one scorer is needed")
         return scorers
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "BuildConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls.model_validate(data)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:

@@ -7,17 +7,11 @@ target of `--section.field value` overrides. Every budget below is per prompt un
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipelines.config import PromptsConfig, SamplerConfig
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from pipelines.config import FileConfig, PromptsConfig, SamplerConfig, _Strict
 
 
 class MCTSConfig(_Strict):
@@ -53,7 +47,7 @@ class CorrectionConfig(_Strict):
 Mode = Literal["step", "trajectory", "correction"]
 
 
-class StepPairsConfig(_Strict):
+class StepPairsConfig(FileConfig):
     """Everything a build_step_pairs run needs. Defaults: the embedded CPU model on the shipped math prompts."""
     run_id: str | None = Field(None, description="run directory name (default: time + config hash)")
     output_dir: str = "runs"
@@ -71,16 +65,3 @@ class StepPairsConfig(_Strict):
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes repeat: {self.modes}")
         return self
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "StepPairsConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls.model_validate(data)

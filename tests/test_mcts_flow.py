@@ -67,8 +67,10 @@ def test_cli_run_writes_a_complete_run_dir(cli_run):
 
 
 def test_prefect_flow_resumes_the_same_batches(cli_run, prefect_harness):
-    from flows.build_step_pairs import build_step_pairs, resolve_config, parser
-    config = resolve_config(parser().parse_args(["--output_dir", str(cli_run), "--run_id", "flow", *TINY]))
+    from flows.build_step_pairs import StepPairsConfig, build_step_pairs
+    from flows.cli import parser, resolve_config
+    args = parser(StepPairsConfig, "x", "y").parse_args(["--output_dir", str(cli_run), "--run_id", "flow", *TINY])
+    config = resolve_config(StepPairsConfig, args)
     manifest = build_step_pairs(config=config)
     assert manifest["engine_calls"] == {} and manifest["batches"] == {"total": 1, "resumed": 1}
     cli = pd.read_parquet(cli_run / "cli" / "step_pairs.parquet")
