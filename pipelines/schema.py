@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -179,11 +180,33 @@ def frame(rows: Iterable[dict], schema: pa.Schema) -> pd.DataFrame:
 
 def drop_rows(prompt_ids: Iterable[str], stage: str, reason: str, detail: str | Iterable[str] = "",
               rule: str | None = None, candidate_ids: Iterable[str | None] | None = None) -> pd.DataFrame:
-    """Vectorised drop rows: one per prompt (and candidate, when given)."""
+    """Vectorised drop rows: one per prompt (and candidate, when given). Columns are built as arrow string
+    arrays (a Series/Index of strings or an arrow array is taken as is, without a Python loop)."""
     if reason not in REASONS:
         raise ValueError(f"unknown drop reason {reason!r}; add it to pipelines.schema.REASONS")
-    ids = list(prompt_ids)
-    details = [detail] * len(ids) if isinstance(detail, str) else list(detail)
-    cands = list(candidate_ids) if candidate_ids is not None else [None] * len(ids)
-    return pd.DataFrame({"prompt_id": ids, "candidate_id": cands, "stage": stage, "rule": rule,
-                         "reason": reason, "detail": details}, columns=DROPS.names)
+    ids = _strings(prompt_ids)
+    n = len(ids)
+    columns = {
+        "prompt_id": ids,
+        "candidate_id": pa.nulls(n, pa.large_string()) if candidate_ids is None else _strings(candidate_ids),
+        "stage": pa.repeat(pa.scalar(stage, pa.large_string()), n),
+        "rule": pa.repeat(pa.scalar(rule, pa.large_string()), n),
+        "reason": pa.repeat(pa.scalar(reason, pa.large_string()), n),
+        "detail": pa.repeat(pa.scalar(detail, pa.large_string()), n) if isinstance(detail, str) else _strings(detail),
+    }
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"drop_rows: columns of different lengths {lengths}")
+    return pa.table(columns).to_pandas()
+
+
+def _strings(values) -> pa.Array:
+    """Any sequence of strings (None/NaN = null) as an arrow large_string array."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    elif isinstance(values, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
+        values = pa.array(values if isinstance(values, pd.api.extensions.ExtensionArray) else values.array,
+                          from_pandas=True)
+    elif not isinstance(values, pa.Array):
+        values = pa.array(values if isinstance(values, (list, np.ndarray)) else list(values), from_pandas=True)
+    return values.cast(pa.large_string())
