@@ -13,9 +13,11 @@ points {min, mu-2s, mu-s, mu, mu+s, mu+2s, max}, chosen = max and rejected = mu-
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from pipelines.selection.common import first_per_prompt, stats
+from pipelines.selection.common import (can_use_codes, first_per_prompt, first_rows, group_stats, pairs_from_rows,
+                                        prompt_codes, stats)
 
 POINTS = {
     "min": lambda s: s["rmin"], "mu-2sigma": lambda s: s["mu"] - 2 * s["sigma"],
@@ -31,6 +33,23 @@ def mu_2sigma(pool: pd.DataFrame, chosen_point: str = "max", rejected_point: str
             raise ValueError(f"unknown point {p!r}; known: {list(POINTS)}")
     if list(POINTS).index(chosen_point) <= list(POINTS).index(rejected_point):
         raise ValueError(f"chosen_point {chosen_point!r} must lie above rejected_point {rejected_point!r}")
+    if not can_use_codes(pool):
+        return _mu_2sigma_pandas(pool, chosen_point, rejected_point, ddof)
+    codes, uniques = prompt_codes(pool["prompt_id"])
+    reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
+    s = {k: v[codes] for k, v in group_stats(codes, len(uniques), reward, ddof).items()}
+    d_chosen = np.abs(reward - POINTS[chosen_point](s))
+    d_rejected = np.abs(reward - POINTS[rejected_point](s))
+    chosen = first_rows(codes, len(uniques), [(d_chosen, True), (reward, False), (sample, True)])
+    rest = np.ones(len(pool), dtype=bool)
+    rest[chosen[chosen >= 0]] = False  # rejected is picked from the other responses
+    rejected = first_rows(codes, len(uniques), [(d_rejected, True), (reward, True), (sample, True)],
+                          rows=np.flatnonzero(rest))
+    return pairs_from_rows(pool, chosen, rejected)
+
+
+def _mu_2sigma_pandas(pool, chosen_point, rejected_point, ddof):
+    """The same selection by pandas sorts (empty pools, non-numeric columns)."""
     s = stats(pool, ddof)
     df = pool.assign(d_chosen=(pool["reward"] - POINTS[chosen_point](s)).abs(),
                      d_rejected=(pool["reward"] - POINTS[rejected_point](s)).abs())
