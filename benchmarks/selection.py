@@ -1,15 +1,23 @@
 """Vectorised `select` vs a per-prompt Python loop (RLHFlow style: loop over prompts, argmax, argmin).
 
-    python3 benchmarks/selection.py [n_prompts] [k]       (default 100000 x 10 = 1M scored candidates)
+    nice -n 10 python3 benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
 
-Each side runs in its own subprocess so peak RSS (ru_maxrss) is its own; pairs are asserted identical.
+Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on the selection only:
+- vectorised: `pipelines.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
+  k-2 unused candidates of each prompt: 900k rows at 1M candidates);
+- loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only;
+- loop+drops: the same loop also writing the drop rows select writes (same reasons and detail text), as a frame.
+Pairs are asserted identical across the three sides. Median (and best) of --repeats runs per side.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+EPS = 1e-12
 
 
 def synthetic_pool(n_prompts: int, k: int) -> pd.DataFrame:
@@ -29,47 +39,98 @@ def synthetic_pool(n_prompts: int, k: int) -> pd.DataFrame:
                          "reward": rng.random(n_prompts * k), "error": None})
 
 
-def loop_max_min(pool: pd.DataFrame) -> list[tuple]:
+def pick(rule: str, rewards: np.ndarray) -> tuple[int, int]:
+    """chosen, rejected index inside one prompt (rows in sample_index order: argmax/argmin take the lowest)."""
+    i = int(np.argmax(rewards))
+    if rule == "max_min":
+        return i, int(np.argmin(rewards))
+    d = np.abs(rewards - (rewards.mean() - 2 * rewards.std()))
+    d[i] = np.inf  # rejected is one of the other responses
+    return i, int(np.argmin(d))
+
+
+def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
     groups: dict[str, list] = {}
     for p, c, r in zip(pool["prompt_id"], pool["candidate_id"], pool["reward"]):
         groups.setdefault(p, []).append((c, r))
-    out = []
+    pairs, drops = [], []
     for p, rows in groups.items():
+        if with_drops:
+            ok = [(c, r) for c, r in rows if r == r]
+            drops += [(p, c, "select", rule, "score_error", "no reward") for c, r in rows if r != r]
+            if len(ok) < 2:
+                drops.append((p, None, "select", rule, "too_few_valid", f"{len(ok)} valid of {len(rows)} responses"))
+                continue
+            rows = ok
         rewards = np.array([r for _, r in rows])
-        i, j = int(np.argmax(rewards)), int(np.argmin(rewards))
-        if rewards[i] - rewards[j] > 1e-12:
-            out.append((p, rows[i][0], rows[j][0]))
-    return sorted(out)
+        i, j = pick(rule, rewards)
+        if rewards[i] - rewards[j] > EPS:
+            pairs.append((p, rows[i][0], rows[j][0]))
+            if with_drops:
+                drops += [(p, c, "select", rule, "not_selected", f"reward {r:.6g}")
+                          for n, (c, r) in enumerate(rows) if n != i and n != j]
+        elif with_drops:
+            flat = rewards.max() - rewards.min() <= EPS
+            drops.append((p, None, "select", rule, "zero_variance" if flat else "tie",
+                          f"all {len(rows)} rewards = {rewards[i]:.6g}" if flat
+                          else f"chosen and rejected both {rewards[i]:.6g}"))
+    if with_drops:
+        return pairs, pd.DataFrame(drops, columns=["prompt_id", "candidate_id", "stage", "rule", "reason", "detail"])
+    return pairs, None
 
 
-def run_side(side: str, n_prompts: int, k: int) -> dict:
+def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
+    from pipelines.selection import select  # imported outside the timed region
     pool = synthetic_pool(n_prompts, k)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    if side == "loop":
-        pairs = loop_max_min(pool)
+    if side == "vectorised":
+        df, drops = select(pool, rule)
+        dt = time.perf_counter() - t0
+        pairs = list(zip(df["prompt_id"], df["chosen_id"], df["rejected_id"]))
     else:
-        from pipelines.selection import select
-        df, _ = select(pool, "max_min")
-        pairs = sorted(zip(df["prompt_id"], df["chosen_id"], df["rejected_id"]))
-    dt = time.perf_counter() - t0
+        pairs, drops = loop(pool, rule, with_drops=side == "loop+drops")
+        dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": dt, "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024,
-            "pairs_hash": hash(tuple(pairs)), "n_pairs": len(pairs)}
+    digest = hashlib.sha256(repr(sorted(pairs)).encode()).hexdigest()
+    return {"seconds": dt, "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024, "pairs_sha256": digest,
+            "n_pairs": len(pairs), "n_drops": 0 if drops is None else len(drops)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=100_000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rules", default="max_min,mu_2sigma")
+    ap.add_argument("--side", nargs=2, metavar=("SIDE", "RULE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        print(json.dumps(run_side(*args.side, args.prompts, args.k)))
+        return
+    sides = ("vectorised", "loop", "loop+drops")
+    for rule in args.rules.split(","):
+        runs: dict[str, list[dict]] = {s: [] for s in sides}
+        for _ in range(args.repeats):
+            for side in sides:  # interleaved, so a burst of load from other users hits every side alike
+                out = subprocess.run([sys.executable, __file__, "--side", side, rule, "--prompts", str(args.prompts),
+                                      "--k", str(args.k)], capture_output=True, text=True, check=True)
+                runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        digests = {r["pairs_sha256"] for rs in runs.values() for r in rs}
+        assert len(digests) == 1, f"{rule}: pairs differ between sides"
+        assert runs["vectorised"][0]["n_drops"] == runs["loop+drops"][0]["n_drops"], f"{rule}: drop rows differ"
+        med = {s: statistics.median(r["seconds"] for r in rs) for s, rs in runs.items()}
+        best = {s: min(r["seconds"] for r in rs) for s, rs in runs.items()}
+        print(f"\n{rule}, {args.prompts} prompts x {args.k} = {args.prompts * args.k} candidates, "
+              f"{runs['vectorised'][0]['n_pairs']} identical pairs, {args.repeats} runs per side")
+        for s, rs in runs.items():
+            print(f"  {s:11s} median {med[s]:6.2f} s  best {best[s]:6.2f} s  peak RSS "
+                  f"{max(r['peak_rss_mb'] for r in rs):5.0f} MB (pool alone {rs[0]['pool_rss_mb']:.0f} MB)  "
+                  f"drop rows {rs[0]['n_drops']}")
+        for s in ("loop", "loop+drops"):
+            print(f"  {s} / vectorised: median {med[s] / med['vectorised']:.1f}x, "
+                  f"best {best[s] / best['vectorised']:.1f}x")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--side":
-        print(json.dumps(run_side(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
-        sys.exit(0)
-    n, k = (int(sys.argv[1]) if len(sys.argv) > 1 else 100_000), (int(sys.argv[2]) if len(sys.argv) > 2 else 10)
-    res = {}
-    for side in ("vectorised", "loop"):
-        out = subprocess.run([sys.executable, __file__, "--side", side, str(n), str(k)], capture_output=True,
-                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        res[side] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["vectorised"]["pairs_hash"] == res["loop"]["pairs_hash"], "pairs differ"
-    for side, r in res.items():
-        print(f"{side:10s} {r['seconds']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB  ({r['n_pairs']} pairs)")
-    print(f"max_min, {n} prompts x {k}: vectorised / loop speed ratio = "
-          f"{res['loop']['seconds'] / res['vectorised']['seconds']:.2f}x")
+    main()

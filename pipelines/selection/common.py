@@ -11,6 +11,8 @@ Ties *inside* a rule (two responses with the max reward) are broken deterministi
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -66,8 +68,19 @@ def empty_pairs() -> pd.DataFrame:
 def prompt_codes(prompt_ids: pd.Series, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
     """(code per row, unique prompt ids): uniques[codes] == prompt_ids. sort=True numbers prompts in sorted
     prompt_id order (the order of a sort_values/groupby result); sort=False in order of first appearance.
-    Missing prompt ids are an error here (callers fall back to pandas, which groups them as NaN)."""
-    codes, uniques = pd.factorize(prompt_ids)
+
+    select() factorizes the same column in prepare, in the rule and in finish; arrow arrays are immutable, so the
+    last result is kept for as long as the arrow array it came from is alive (weak reference, checked by identity)."""
+    arr = prompt_ids.array.__arrow_array__() if hasattr(prompt_ids.array, "__arrow_array__") else None
+    global _LAST_CODES
+    last = _LAST_CODES
+    if arr is not None and last is not None and last[0]() is arr:
+        codes, uniques = last[1]
+    else:
+        codes, uniques = pd.factorize(prompt_ids)
+        codes.flags.writeable = False  # shared through the cache
+        if isinstance(arr, pa.ChunkedArray):
+            _LAST_CODES = (weakref.ref(arr), (codes, uniques))
     if sort and len(uniques) > 1:
         order = uniques.argsort()  # sorts the (few) unique ids, not the rows
         if (np.diff(order) != 1).any():
@@ -75,6 +88,9 @@ def prompt_codes(prompt_ids: pd.Series, sort: bool = True) -> tuple[np.ndarray, 
             rank[order] = np.arange(len(order))
             codes, uniques = rank[codes], uniques[order]
     return codes, uniques
+
+
+_LAST_CODES: tuple | None = None
 
 
 def group_extreme(codes: np.ndarray, n_groups: int, values: np.ndarray, lowest: bool = True) -> np.ndarray:
@@ -201,8 +217,15 @@ def format_g6(values) -> pa.Array:
     rounded = np.where(a > 0, np.copysign(m / _POW10[5 - e], x), x)
     rounded[python] = 0.0
     out = pc.cast(pa.array(rounded), pa.string())
-    if python.any():
-        out = pc.replace_with_mask(out, pa.array(python), pa.array([f"{v:.6g}" for v in x[python].tolist()]))
+    at = np.flatnonzero(python)
+    if len(at) > 1000:
+        out = pc.replace_with_mask(out, pa.array(python), pa.array([f"{v:.6g}" for v in x[at].tolist()]))
+    elif len(at):  # usually a handful: splice them in (replace_with_mask rewrites the whole array: 10x slower)
+        pieces, start = [], 0
+        for i, v in zip(at.tolist(), x[at].tolist()):
+            pieces += [out.slice(start, i - start), pa.array([f"{v:.6g}"], pa.string())]
+            start = i + 1
+        out = pa.concat_arrays([*pieces, out.slice(start)])
     return out
 
 
