@@ -68,6 +68,7 @@ def empty_pairs() -> pd.DataFrame:
 def prompt_codes(prompt_ids: pd.Series, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
     """(code per row, unique prompt ids): uniques[codes] == prompt_ids. sort=True numbers prompts in sorted
     prompt_id order (the order of a sort_values/groupby result); sort=False in order of first appearance.
+    A missing prompt id is a ValueError (first_per_prompt and stats take the pandas path for those).
 
     select() factorizes the same column in prepare, in the rule and in finish; arrow arrays are immutable, so the
     last result is kept for as long as the arrow array it came from is alive (weak reference, checked by identity)."""
@@ -78,6 +79,8 @@ def prompt_codes(prompt_ids: pd.Series, sort: bool = True) -> tuple[np.ndarray, 
         codes, uniques = last[1]
     else:
         codes, uniques = pd.factorize(prompt_ids)
+        if len(codes) and codes.min() < 0:
+            raise ValueError(f"{int((codes < 0).sum())} rows have no prompt_id")
         codes.flags.writeable = False  # shared through the cache
         if isinstance(arr, pa.ChunkedArray):
             _LAST_CODES = (weakref.ref(arr), (codes, uniques))
@@ -158,11 +161,6 @@ def pairs_from_rows(pool: pd.DataFrame, chosen: np.ndarray, rejected: np.ndarray
     return pd.DataFrame({"prompt_id": pool["prompt_id"].array.take(c), "chosen_id": ids.take(c),
                          "rejected_id": ids.take(r), "chosen_score": rewards[c], "rejected_score": rewards[r],
                          ROW_COLUMNS[0]: c, ROW_COLUMNS[1]: r})
-
-
-def can_use_codes(pool: pd.DataFrame) -> bool:
-    """The integer-code path needs a prompt_id on every row and numeric reward/sample_index (else: pandas)."""
-    return len(pool) > 0 and _numeric_keys(pool, ["reward", "sample_index"]) and not pool["prompt_id"].isna().any()
 
 
 def group_stats(codes: np.ndarray, n_groups: int, rewards: np.ndarray, ddof: int = 0) -> dict[str, np.ndarray]:

@@ -23,16 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.selection.common import first_per_prompt
+from pipelines.selection.max_min import max_min
 
 
 def dstc(pool: pd.DataFrame) -> pd.DataFrame:
-    best = first_per_prompt(pool, ["reward"], [False]).set_index("prompt_id")
-    worst = first_per_prompt(pool, ["reward"], [True]).set_index("prompt_id")
-    return pd.DataFrame({"prompt_id": best.index, "chosen_id": best["candidate_id"].to_numpy(),
-                         "rejected_id": worst.loc[best.index, "candidate_id"].to_numpy(),
-                         "chosen_score": best["reward"].to_numpy(),
-                         "rejected_score": worst.loc[best.index, "reward"].to_numpy()})
+    """Most-passed vs least-passed program: max_min over the dstc reward."""
+    return max_min(pool)
 
 
 def _pick_test(details: dict, passing: bool) -> str | None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.selection.common import (can_use_codes, first_per_prompt, first_rows, group_stats, pairs_from_rows,
-                                        prompt_codes, stats)
+from pipelines.selection.common import first_rows, group_stats, pairs_from_rows, prompt_codes
 
 POINTS = {
     "min": lambda s: s["rmin"], "mu-2sigma": lambda s: s["mu"] - 2 * s["sigma"],
@@ -33,31 +32,14 @@ def mu_2sigma(pool: pd.DataFrame, chosen_point: str = "max", rejected_point: str
             raise ValueError(f"unknown point {p!r}; known: {list(POINTS)}")
     if list(POINTS).index(chosen_point) <= list(POINTS).index(rejected_point):
         raise ValueError(f"chosen_point {chosen_point!r} must lie above rejected_point {rejected_point!r}")
-    if not can_use_codes(pool):
-        return _mu_2sigma_pandas(pool, chosen_point, rejected_point, ddof)
     codes, uniques = prompt_codes(pool["prompt_id"])
     reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
-    s = {k: v[codes] for k, v in group_stats(codes, len(uniques), reward, ddof).items()}
-    d_chosen = np.abs(reward - POINTS[chosen_point](s))
-    d_rejected = np.abs(reward - POINTS[rejected_point](s))
+    s = group_stats(codes, len(uniques), reward, ddof)  # per prompt; the two points are broadcast to rows
+    d_chosen = np.abs(reward - POINTS[chosen_point](s)[codes])
+    d_rejected = np.abs(reward - POINTS[rejected_point](s)[codes])
     chosen = first_rows(codes, len(uniques), [(d_chosen, True), (reward, False), (sample, True)])
     rest = np.ones(len(pool), dtype=bool)
     rest[chosen[chosen >= 0]] = False  # rejected is picked from the other responses
     rejected = first_rows(codes, len(uniques), [(d_rejected, True), (reward, True), (sample, True)],
                           rows=np.flatnonzero(rest))
     return pairs_from_rows(pool, chosen, rejected)
-
-
-def _mu_2sigma_pandas(pool, chosen_point, rejected_point, ddof):
-    """The same selection by pandas sorts (empty pools, non-numeric columns)."""
-    s = stats(pool, ddof)
-    df = pool.assign(d_chosen=(pool["reward"] - POINTS[chosen_point](s)).abs(),
-                     d_rejected=(pool["reward"] - POINTS[rejected_point](s)).abs())
-    chosen = first_per_prompt(df, ["d_chosen", "reward"], [True, False]).set_index("prompt_id")
-    rest = df[~df["candidate_id"].isin(chosen["candidate_id"])]
-    rejected = first_per_prompt(rest, ["d_rejected", "reward"], [True, True]).set_index("prompt_id")
-    idx = chosen.index.intersection(rejected.index)
-    return pd.DataFrame({"prompt_id": idx, "chosen_id": chosen.loc[idx, "candidate_id"].to_numpy(),
-                         "rejected_id": rejected.loc[idx, "candidate_id"].to_numpy(),
-                         "chosen_score": chosen.loc[idx, "reward"].to_numpy(),
-                         "rejected_score": rejected.loc[idx, "reward"].to_numpy()})
