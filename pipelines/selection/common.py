@@ -111,9 +111,9 @@ def first_rows(codes: np.ndarray, n_groups: int, keys: list[tuple[np.ndarray, bo
 
     No sort: each key keeps, per group, the rows equal to the group's best value (np.minimum.at), and the lowest
     remaining position wins, which is exactly the first row of a stable sort."""
-    rows = np.arange(len(codes)) if rows is None else np.asarray(rows, dtype=np.intp)
+    rows = None if rows is None else np.asarray(rows, dtype=np.intp)  # None: all rows (saves the gathers)
     for values, ascending in keys:
-        v = np.asarray(values)[rows]
+        v = np.asarray(values) if rows is None else np.asarray(values)[rows]
         if v.dtype.kind == "f":
             nan = np.isnan(v)
             if nan.any():  # NaN sorts last whatever the direction: first keep the non-NaN rows of each group
@@ -121,17 +121,21 @@ def first_rows(codes: np.ndarray, n_groups: int, keys: list[tuple[np.ndarray, bo
                 v = np.where(np.isnan(v), 0.0, v)
         elif v.dtype.kind not in "biu":
             raise TypeError(f"first_rows needs numeric keys, got {v.dtype}")
-        v = v.astype(np.float64) if ascending else -v.astype(np.float64)
+        v = np.asarray(v, dtype=np.float64) if ascending else -np.asarray(v, dtype=np.float64)
         rows, _ = _keep_best(codes, n_groups, rows, v)
+    if rows is None:  # no keys
+        rows = np.arange(len(codes))
     first = np.full(n_groups, len(codes), dtype=np.intp)
     np.minimum.at(first, codes[rows], rows)
     return np.where(first == len(codes), -1, first)
 
 
 def _keep_best(codes, n_groups, rows, v, carry=None):
-    c = codes[rows]
+    """The rows (None = all) whose v equals their group's minimum of v, and carry at those rows."""
+    c = codes if rows is None else codes[rows]
     keep = v == group_extreme(c, n_groups, v)[c]
-    return rows[keep], (None if carry is None else carry[keep])
+    kept = np.flatnonzero(keep) if rows is None else rows[keep]
+    return kept, (None if carry is None else carry[keep])
 
 
 def _numeric_keys(df: pd.DataFrame, columns: list[str]) -> bool:
