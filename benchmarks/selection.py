@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import resource
 import statistics
@@ -56,8 +57,8 @@ def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
     pairs, drops = [], []
     for p, rows in groups.items():
         if with_drops:
-            ok = [(c, r) for c, r in rows if r == r]
-            drops += [(p, c, "select", rule, "score_error", "no reward") for c, r in rows if r != r]
+            ok = [(c, r) for c, r in rows if not math.isnan(r)]
+            drops += [(p, c, "select", rule, "score_error", "no reward") for c, r in rows if math.isnan(r)]
             if len(ok) < 2:
                 drops.append((p, None, "select", rule, "too_few_valid", f"{len(ok)} valid of {len(rows)} responses"))
                 continue

@@ -15,6 +15,9 @@ import pytest
 
 from pipelines import schema
 from pipelines.selection import common, select
+from pipelines.selection.details import format_g6
+from pipelines.selection.grouped import ROW_COLUMNS
+from pipelines.selection.max_min import max_min
 
 EPS = 1e-12
 
@@ -30,8 +33,8 @@ def random_pool(seed: int, n_prompts: int = 300) -> pd.DataFrame:
             r = float(rng.integers(0, 5)) / 4 if coarse else float(rng.normal())
             if rng.random() < 0.15:
                 r = None
-            rows.append(dict(prompt_id=pid, candidate_id=f"{pid}-{i}", sample_index=int(i),
-                             reward=np.nan if r is None else r, error="boom" if r is None else None))
+            rows.append({"prompt_id": pid, "candidate_id": f"{pid}-{i}", "sample_index": int(i),
+                         "reward": np.nan if r is None else r, "error": "boom" if r is None else None})
     df = pd.DataFrame(rows)
     return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # rows in no particular order
 
@@ -126,11 +129,10 @@ def test_stats_equal_pandas_groupby():
 
 def test_finish_with_and_without_row_positions_agree():
     valid, _ = common.prepare(random_pool(4), "max_min")
-    from pipelines.selection.max_min import max_min
     with_rows = max_min(valid)
-    assert set(common.ROW_COLUMNS) <= set(with_rows.columns)
+    assert set(ROW_COLUMNS) <= set(with_rows.columns)
     a = common.finish(valid, valid, with_rows, "max_min")
-    b = common.finish(valid, valid, with_rows.drop(columns=list(common.ROW_COLUMNS)), "max_min")
+    b = common.finish(valid, valid, with_rows.drop(columns=list(ROW_COLUMNS)), "max_min")
     pd.testing.assert_frame_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[1], b[1])
 
@@ -143,7 +145,7 @@ def test_format_g6_is_python_g6():
         rng.integers(-10**7, 10**7, 5000).astype(float),
         [0.0, -0.0, np.nan, np.inf, -np.inf, 9.999995, 99999.95, 999999.5, 999999.4, 0.000099999995, 1e-4, 1e-5,
          1e6, 1e5, 0.1234565, 2.5, 0.5, 1.0000005, 123456.5, 5e-324, 1.7e308]])
-    assert common.format_g6(values).to_pylist() == [f"{v:.6g}" for v in values.tolist()]
+    assert format_g6(values).to_pylist() == [f"{v:.6g}" for v in values.tolist()]
 
 
 def test_drop_rows_accepts_sequences_series_and_arrow():

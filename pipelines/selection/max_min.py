@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.selection.common import first_rows, pairs_from_rows, prompt_codes
+from pipelines.selection.grouped import first_rows, pairs_from_rows, prompt_codes
 
 
 def max_min(pool: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.selection.common import first_rows, group_stats, pairs_from_rows, prompt_codes
+from pipelines.selection.grouped import (
+    first_rows,
+    group_stats,
+    pairs_from_rows,
+    prompt_codes,
+)
 
 POINTS = {
     "min": lambda s: s["rmin"], "mu-2sigma": lambda s: s["mu"] - 2 * s["sigma"],
