@@ -45,6 +45,9 @@ def test_everything_is_registered():
     assert "rank_gap" in PAIR_FILTERS
     for name in ("best_of_set", "verified", "sweet_spot_min5"):
         assert callable(selection.get_rule(name))
+    from pipelines.config import BuildConfig
+    cfg = BuildConfig.from_file("configs/math-verified.yaml")  # the example config validates
+    assert cfg.selection.rule == "verified" and cfg.selection.pair_filters[0].name == "rank_gap"
 
 
 # ---------------------------------------------------------------- sweet_spot_min5
