@@ -38,5 +38,6 @@ def margin(pairs: pd.DataFrame, ctx=None, min_margin: float = 0.0, normalize: st
         pairs = pairs.assign(norm_margin=m)
     keep = m >= min_margin
     unit = "" if normalize == "none" else f" ({normalize}-normalised)"
-    detail = m.map(lambda v: f"margin {v:.6g}{unit} < {min_margin:g}")
+    detail = pd.Series("", index=pairs.index, dtype=object)  # texts only for the removed pairs (millions kept)
+    detail[~keep] = [f"margin {v:.6g}{unit} < {min_margin:g}" for v in m[~keep].tolist()]
     return pairs[keep].reset_index(drop=True), removed_pair_drops(pairs, keep, "below_margin", detail, "margin")

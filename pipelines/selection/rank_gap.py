@@ -34,13 +34,13 @@ def rank_gap(pairs: pd.DataFrame, ctx, n_tiers: int = 3) -> tuple[pd.DataFrame, 
     values, level = np.unique(pool["reward"].to_numpy(dtype=np.float64), return_inverse=True)
     stride = len(values) + 1
     keys = np.sort(code.astype(np.int64) * stride + level)
-    row = pd.Series(np.arange(len(pool)), index=pool["candidate_id"].to_numpy(dtype=object))
-    missing = ~out["chosen_id"].isin(row.index) | ~out["rejected_id"].isin(row.index)
-    if missing.any():
-        raise ValueError(f"rank_gap: pair {out.loc[missing, 'chosen_id'].iloc[0]} > "
-                         f"{out.loc[missing, 'rejected_id'].iloc[0]} is not in the valid pool")
-    c = row.loc[out["chosen_id"].to_numpy(dtype=object)].to_numpy()
-    r = row.loc[out["rejected_id"].to_numpy(dtype=object)].to_numpy()
+    ids = pd.Index(pool["candidate_id"].to_numpy(dtype=object))
+    c = ids.get_indexer(out["chosen_id"].to_numpy(dtype=object))
+    r = ids.get_indexer(out["rejected_id"].to_numpy(dtype=object))
+    if (c < 0).any() or (r < 0).any():
+        bad = np.flatnonzero((c < 0) | (r < 0))[0]
+        raise ValueError(f"rank_gap: pair {out['chosen_id'].iloc[bad]} > {out['rejected_id'].iloc[bad]} is not in "
+                         "the valid pool")
     base = code[c].astype(np.int64) * stride
     lo, hi = np.minimum(level[c], level[r]), np.maximum(level[c], level[r])
     gap = np.searchsorted(keys, base + hi, "right") - np.searchsorted(keys, base + lo, "left") - 1
