@@ -4,20 +4,26 @@
 
 - A *rule* is one module with one function `rule(pool, **params) -> DataFrame` over the *valid* pool (errors,
   prompts with < 2 valid responses and zero-variance prompts are already dropped by `common.prepare`). It returns
-  one row per pair: prompt_id, chosen_id, rejected_id, chosen_score, rejected_score (+ optional weight, tier).
+  one row per pair: prompt_id, chosen_id, rejected_id, chosen_score, rejected_score (+ optional weight, tier),
+  or `(pairs, drops)` when it rejects prompts or candidates for a reason of its own (`verified`: no_correct,
+  no_incorrect). A prompt the rule dropped at prompt level must have no pair; it gets no generic `tie` row and its
+  candidates no `not_selected` rows (the prompt-level row covers them).
 - A *pool filter* `f(pool, ctx, **params) -> (pool, drops)` runs before the rule (e.g. near-duplicate responses).
 - A *pair filter* `f(pairs, ctx, **params) -> (pairs, drops)` runs after it, in config order (margins, CHES,
-  length control); orderings (curricula) are pair filters that set `tier` and drop nothing.
+  length control); orderings (curricula) are pair filters that set `tier` and drop nothing. `ctx.pool` is the
+  valid pool the rule saw (per-prompt reward statistics, ranks).
 `select` drops ties and records every unused candidate, so nothing leaves without a reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 
 import pandas as pd
 
+from pipelines import schema
 from pipelines.selection import common
 
 RULES = {
@@ -26,6 +32,9 @@ RULES = {
     "max_random": "pipelines.selection.max_random:max_random",
     "all_ranked": "pipelines.selection.all_ranked:all_ranked",
     "dstc": "pipelines.selection.dstc:dstc",
+    "sweet_spot_min5": "pipelines.selection.sweet_spot_min5:sweet_spot_min5",
+    "best_of_set": "pipelines.selection.best_of_set:best_of_set",
+    "verified": "pipelines.selection.verified:verified",
 }
 POOL_FILTERS: dict[str, str] = {
     "dedup_responses": "pipelines.selection.dedup:dedup_responses",
@@ -34,6 +43,7 @@ POOL_FILTERS: dict[str, str] = {
 PAIR_FILTERS: dict[str, str] = {
     "margin": "pipelines.selection.margin:margin",
     "curry_tiers": "pipelines.selection.curry_tiers:curry_tiers",
+    "rank_gap": "pipelines.selection.rank_gap:rank_gap",
     "length": "pipelines.selection.length:length",
     "ches": "pipelines.selection.ches:ches",
     "implicit_margin": "pipelines.selection.implicit_margin:implicit_margin",
@@ -44,9 +54,14 @@ PAIR_FILTERS: dict[str, str] = {
 
 @dataclass
 class SelectionContext:
-    """What filters may need beyond the pool: texts, token counts, prompts (read-only)."""
-    candidates: pd.DataFrame   # CANDIDATES table
-    prompts: pd.DataFrame      # PROMPTS table
+    """What filters may need beyond the pool: texts, token counts, prompts (read-only).
+
+    `select` fills `pool` with the valid pool the rule saw (after pool filters), so pair filters can use
+    per-prompt statistics of all valid responses, not only of the paired ones; without a ctx, `select` builds
+    one with only the pool (filters that need texts then say so)."""
+    candidates: pd.DataFrame | None   # CANDIDATES table
+    prompts: pd.DataFrame | None      # PROMPTS table
+    pool: pd.DataFrame | None = None  # valid scored pool (prompt_id, candidate_id, sample_index, reward, ...)
 
 
 def _load(registry: dict[str, str], name: str, kind: str):
@@ -73,9 +88,14 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     if pool_filters:  # a pool filter may leave a prompt with < 2 responses or no spread: re-check
         valid, more = common.prepare(valid, rule)
         all_drops.append(more)
-    pairs = get_rule(rule)(valid, **(params or {})) if len(valid) else common.empty_pairs()
-    pairs, more = common.finish(pool, valid, pairs, rule)
+    out = get_rule(rule)(valid, **(params or {})) if len(valid) else common.empty_pairs()
+    pairs, rule_drops = out if isinstance(out, tuple) else (out, schema.empty(schema.DROPS))
+    all_drops.append(rule_drops)
+    # what the rule dropped itself must not get a second, generic row (tie / not_selected) from finish
+    pairs, more = common.finish(pool, unclaimed(valid, pairs, rule_drops, rule), pairs, rule)
     all_drops.append(more)
+    ctx = dataclasses.replace(ctx, pool=valid) if ctx is not None else \
+        SelectionContext(candidates=None, prompts=None, pool=valid)
     for name, fparams in pair_filters:
         before = pairs
         pairs, more = _load(PAIR_FILTERS, name, "pair filter")(pairs, ctx, **(fparams or {}))
@@ -83,3 +103,19 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
         common.check_accounted(before, pairs, more, name)
     nonempty = [d for d in all_drops if len(d)]
     return pairs, pd.concat(nonempty, ignore_index=True) if nonempty else drops
+
+
+def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The valid pool less what the rule's own drop rows account for: prompt-level rows remove the prompt
+    (which must then have no pair), candidate-level rows remove the candidate."""
+    if rule_drops.empty:
+        return valid
+    whole = rule_drops["candidate_id"].isna()
+    dropped_prompts = rule_drops.loc[whole, "prompt_id"]
+    both = common.isin(pairs["prompt_id"], dropped_prompts)
+    if both.any():
+        raise RuntimeError(f"rule {rule} dropped prompt(s) {sorted(set(pairs.loc[both, 'prompt_id']))[:5]} "
+                           "and also paired them")
+    gone = common.isin(valid["prompt_id"], dropped_prompts) | \
+        common.isin(valid["candidate_id"], rule_drops.loc[~whole, "candidate_id"])
+    return valid[~gone]

@@ -176,3 +176,17 @@ def check_accounted(before: pd.DataFrame, after: pd.DataFrame, filter_drops: pd.
     missing = [p for p in gone if p not in covered]
     if missing:
         raise RuntimeError(f"pair filter {name} removed all pairs of {len(missing)} prompts without a drop row")
+
+
+def hash_uniform(tag: str, seed: int, keys) -> np.ndarray:
+    """One uniform in [0, 1) per key (e.g. (prompt_id, sample_index)) from a content hash of (tag, seed, key):
+    the same key gets the same draw whatever batch or row order it comes in. Keys must be plain Python values
+    (`.tolist()`), since a numpy int would hash as its string."""
+    return np.array([int(schema.stable_hash(tag, seed, *k), 16) / 16.0**16 for k in keys], dtype=np.float64)
+
+
+def valid_pool(ctx, name: str) -> pd.DataFrame:
+    """The valid pool the rule saw (SelectionContext.pool), for pair filters that need per-prompt statistics."""
+    if ctx is None or getattr(ctx, "pool", None) is None:
+        raise ValueError(f"{name} needs the valid pool (SelectionContext.pool, set by selection.select)")
+    return ctx.pool

@@ -44,7 +44,7 @@ def greedy_keep(vectors: np.ndarray, threshold: float, chunk: int = 1024) -> tup
 
 def dedup_responses(pool: pd.DataFrame, ctx, threshold: float = 0.95, model: str = EMBEDDED_ENCODER,
                     batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if ctx is None:
+    if ctx is None or ctx.candidates is None:
         raise ValueError("dedup_responses needs the SelectionContext (candidate texts)")
     if pool.empty:
         return pool, schema.empty(schema.DROPS)
@@ -71,7 +71,7 @@ def dedup_responses(pool: pd.DataFrame, ctx, threshold: float = 0.95, model: str
 
 def dedup_prompts(pool: pd.DataFrame, ctx, threshold: float = 0.95, model: str = EMBEDDED_ENCODER,
                   batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if ctx is None:
+    if ctx is None or ctx.prompts is None:
         raise ValueError("dedup_prompts needs the SelectionContext (prompt messages)")
     present = set(pool["prompt_id"])
     prompts = ctx.prompts[ctx.prompts["prompt_id"].isin(present)].drop_duplicates("prompt_id")  # input order

@@ -23,7 +23,7 @@ from pipelines.selection.filter_drops import pair_filter_drops, top_count
 
 
 def pair_embeddings(pairs: pd.DataFrame, ctx, model: str = EMBEDDED_ENCODER, batch_size: int = 64) -> np.ndarray:
-    if ctx is None:
+    if ctx is None or ctx.candidates is None:
         raise ValueError("diverse_subset needs the SelectionContext (prompts and candidate texts)")
     text = ctx.candidates.set_index("candidate_id")["text"]
     messages = ctx.prompts.set_index("prompt_id")["messages"]

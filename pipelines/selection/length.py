@@ -21,6 +21,8 @@ def length(pairs: pd.DataFrame, ctx, max_ratio: float = 1.5, unit: str = "chars"
            mode: str = "drop") -> tuple[pd.DataFrame, pd.DataFrame]:
     if unit not in ("chars", "tokens") or mode not in ("drop", "weight"):
         raise ValueError(f"length: unit must be chars|tokens and mode drop|weight, got {unit!r}, {mode!r}")
+    if ctx is None or ctx.candidates is None:
+        raise ValueError("length needs the SelectionContext (candidate texts and token counts)")
     c = ctx.candidates.set_index("candidate_id")
     size = c["text"].str.len() if unit == "chars" else c["completion_tokens"]
     size = size.astype("float64").clip(lower=1.0)

@@ -136,7 +136,7 @@ def response_stats(policy: Policy, prompts: list[list[dict]], responses: list[st
 def unique_sequences(pairs, ctx) -> tuple[list[tuple[str, str]], list[list[dict]], list[str]]:
     """The distinct (prompt_id, candidate_id) of the pairs' chosen and rejected sides, with their prompt
     messages and texts: a response used by several pairs is scored once."""
-    if ctx is None:
+    if ctx is None or ctx.candidates is None:
         raise ValueError("this filter needs the SelectionContext (candidates and prompts)")
     keys = list(dict.fromkeys(list(zip(pairs["prompt_id"], pairs["chosen_id"])) +
                               list(zip(pairs["prompt_id"], pairs["rejected_id"]))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pipelines import schema
+from pipelines.selection.common import isin
 
 
 def removed_pair_drops(before: pd.DataFrame, keep: pd.Series, reason: str, detail: pd.Series,
@@ -18,15 +19,15 @@ def removed_pair_drops(before: pd.DataFrame, keep: pd.Series, reason: str, detai
     if removed.empty:
         return schema.empty(schema.DROPS)
     detail = detail[~keep]
-    gone = ~removed["prompt_id"].isin(after["prompt_id"])
+    gone = ~isin(removed["prompt_id"], after["prompt_id"])  # common.isin: pandas' arrow-string isin is per-scalar
     first = removed[gone].drop_duplicates("prompt_id")
     parts = [schema.drop_rows(first["prompt_id"], "filter", reason, detail.loc[first.index], rule=name)]
-    used = set(after["chosen_id"]) | set(after["rejected_id"])
+    used = set(after["chosen_id"].to_numpy(dtype=object)) | set(after["rejected_id"].to_numpy(dtype=object))
     partial = removed[~gone]
     rows = pd.concat([
         pd.DataFrame({"prompt_id": partial["prompt_id"], "candidate_id": partial[col], "detail": detail[~gone]})
         for col in ("chosen_id", "rejected_id")])
-    rows = rows[~rows["candidate_id"].isin(used)].drop_duplicates("candidate_id")
+    rows = rows[~isin(rows["candidate_id"], list(used))].drop_duplicates("candidate_id")
     if len(rows):
         parts.append(schema.drop_rows(rows["prompt_id"], "filter", reason, rows["detail"], rule=name,
                                       candidate_ids=rows["candidate_id"]))
