@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from pipelines import schema
-from pipelines.mcts import Tree
+from pipelines.mcts import SearchStats, Tree
 from pipelines.step_pairs import _row
 
 
@@ -41,15 +41,17 @@ def _seed(seed: int, prompt_id: str, *key) -> int:
 
 
 def first_error_pairs(trees: list[Tree], sampler, outcome, cfg, delimiters: list[str],
-                      calls: dict) -> tuple[list[dict], list[dict]]:
-    """(STEP_PAIRS rows without `prompt`, drop rows) for the prompts of `trees` (used for messages/reference)."""
+                      stats: SearchStats) -> tuple[list[dict], list[dict]]:
+    """(STEP_PAIRS rows without `prompt`, drop rows) for the prompts of `trees` (used for messages/reference).
+
+    Engine calls and sampled tokens are counted in `stats` as "correction_sample" and "correction_rollout"."""
     rows, drops = [], []
     if not trees:
         return rows, drops
     sols = sampler.generate([list(t.messages) for t in trees], cfg.samples,
                             [_seed(t.seed, t.prompt_id, "solutions") for t in trees],
                             max_new_tokens=cfg.solution_tokens)
-    calls["correction_sample"] = calls.get("correction_sample", 0) + 1
+    stats.count("correction_sample", sols)
     jobs = []  # (tree, steps, prefix lengths to roll out)
     for tree, gens in zip(trees, sols):
         wrong = [g.text for g in gens if outcome(g.text, tree.reference) < 0][:cfg.max_wrong]
@@ -70,7 +72,7 @@ def first_error_pairs(trees: list[Tree], sampler, outcome, cfg, delimiters: list
     completions = {}
     if convs:
         outs = sampler.generate(convs, cfg.rollouts, seeds, continue_final=True, max_new_tokens=cfg.rollout_tokens)
-        calls["correction_rollout"] = calls.get("correction_rollout", 0) + 1
+        stats.count("correction_rollout", outs)
         completions = dict(zip(keys, outs))
     seen = set()
     for j, (tree, steps, prefixes) in enumerate(jobs):

@@ -150,8 +150,14 @@ def backup(path: list[Node], gamma: float = 1.0) -> None:
 class SearchStats:
     rounds: int = 0
     engine_calls: dict = field(default_factory=lambda: {"expand": 0, "rollout": 0, "self_eval": 0})
+    tokens: dict = field(default_factory=lambda: {"expand": 0, "rollout": 0, "self_eval": 0})  # sampled, by kind
     nodes: int = 0
     rollouts: int = 0
+
+    def count(self, kind: str, outputs) -> None:
+        """One engine call of `kind` and the tokens it sampled (the unit of cost on CPU)."""
+        self.engine_calls[kind] = self.engine_calls.get(kind, 0) + 1
+        self.tokens[kind] = self.tokens.get(kind, 0) + sum(g.completion_tokens for gens in outputs for g in gens)
 
 
 SELF_EVAL_PROMPT = ("Question: {question}\n\nPartial solution:\n{solution}\n\n"
@@ -177,7 +183,7 @@ def search(trees: list[Tree], sampler, outcome: Callable[[str, str], float], cfg
         outputs = sampler.generate([t.conversation(p[-1]) for t, p in expand_paths], cfg.branching,
                                    [t.node_seed(p[-1], "expand") for t, p in expand_paths],
                                    continue_final=True, stop=list(cfg.delimiters), max_new_tokens=cfg.step_tokens)
-        stats.engine_calls["expand"] += 1
+        stats.count("expand", outputs)
         fresh: list[tuple[Tree, Node]] = []
         for (tree, path), gens in zip(expand_paths, outputs):
             children = add_children(tree, path[-1], gens)
@@ -227,7 +233,7 @@ def evaluate(fresh: list[tuple[Tree, Node]], sampler, outcome, cfg, stats: Searc
         outputs = sampler.generate([t.conversation(n) for t, n in need_rollouts], cfg.rollouts,
                                    [t.node_seed(n, "rollout") for t, n in need_rollouts],
                                    continue_final=True, max_new_tokens=cfg.rollout_tokens)
-        stats.engine_calls["rollout"] += 1
+        stats.count("rollout", outputs)
         stats.rollouts += cfg.rollouts * len(need_rollouts)
         for (tree, node), gens in zip(need_rollouts, outputs):
             prefix = node.text()
@@ -238,7 +244,7 @@ def evaluate(fresh: list[tuple[Tree, Node]], sampler, outcome, cfg, stats: Searc
             question=t.messages[-1]["content"], solution=n.text())}] for t, n in fresh]
         outputs = sampler.generate(convs, cfg.self_eval_samples, [t.node_seed(n, "self_eval") for t, n in fresh],
                                    max_new_tokens=3)
-        stats.engine_calls["self_eval"] += 1
+        stats.count("self_eval", outputs)
         for (tree, node), gens in zip(fresh, outputs):
             node.self_eval = sum(g.text.strip().lower().startswith("yes") for g in gens) / len(gens)
             node.value += cfg.self_eval_weight * node.self_eval / max(node.parent.depth - 3, 1)

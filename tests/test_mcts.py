@@ -192,6 +192,8 @@ def test_one_engine_call_per_expansion_round_across_all_trees():
     assert [c["n_conversations"] for c in expand] == [5, 5]
     assert [c["n_conversations"] for c in rollout] == [10]
     assert stats.engine_calls == {"expand": 2, "rollout": 1, "self_eval": 0} and stats.rounds == 3
+    # sampled tokens are counted per kind: the fake gives 3 tokens a sample (2 samples for 5 + 5 leaves, 1 for 10)
+    assert stats.tokens == {"expand": 3 * 2 * 10, "rollout": 3 * 1 * 10, "self_eval": 0}
     assert all(c["continue_final"] and c["stop"] == ["\n\n"] and c["max_new_tokens"] == 7 for c in expand)
     assert all(c["n"] == 2 for c in expand) and rollout[0]["max_new_tokens"] == 9
     tree = trees[0]
@@ -255,10 +257,10 @@ class CorrectionSampler(ScriptedSampler):
 
 def test_first_error_pair_from_rollouts():
     trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(2)]
-    sampler, calls = CorrectionSampler(), {}
+    sampler, stats = CorrectionSampler(), mcts.SearchStats()
     rows, drops = first_error.first_error_pairs(trees, sampler, outcome, CorrectionConfig(rollouts=2, max_steps=6),
-                                                ["\n\n"], calls)
-    assert calls == {"correction_sample": 1, "correction_rollout": 1}     # batched over both prompts
+                                                ["\n\n"], stats)
+    assert {k: v for k, v in stats.engine_calls.items() if v} == {"correction_sample": 1, "correction_rollout": 1}
     assert sampler.calls[1]["n_conversations"] == 2 * 3                  # prefixes "", "A", "A B" per prompt
     assert drops == [] and len(rows) == 2
     row = rows[0]
@@ -273,14 +275,16 @@ def test_first_error_drops_are_explicit():
             return [[Generation("A 41", "stop", 5, 5, -1.0)] * n for _ in conversations]
 
     trees = [mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)]
-    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"], {})
+    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"],
+                                                mcts.SearchStats())
     assert rows == [] and [d["reason"] for d in drops] == ["no_wrong_solution"]
 
     class Hopeless(CorrectionSampler):
         def generate(self, conversations, n, seeds, **kw):
             return [[Generation("A\n\nB 39", "stop", 5, 5, -1.0)] * n for _ in conversations]
 
-    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"], {})
+    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"],
+                                                mcts.SearchStats())
     assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
            [("no_correction", "no rollout from the question reaches the answer")]
     assert set(d["reason"] for d in drops) <= set(schema.REASONS)
@@ -312,6 +316,7 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
     ids = prompts["prompt_id"].tolist()
     assert [t.prompt_id for t in trees] == ids[:2]
     assert calls == {"expand": 2, "rollout": 1, "self_eval": 0, "correction_sample": 1, "correction_rollout": 1}
+    assert stats.tokens["correction_sample"] == 2 * 2 * 3      # 2 prompts x 2 solutions x the fake's 3 tokens
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("step", "trajectory", "correction")}
     assert [r["prompt_id"] for r in by_mode["step"]] == ids[:2]
     # right answers tie on outcome: the one under the higher-Q node wins (Add's rollout, Q 1.0, over its final
@@ -324,3 +329,17 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
     assert all(r["model"] == "fake-model" and r["prompt"].startswith(r["messages"][-1]["content"]) for r in rows)
     table = schema.frame(rows, schema.STEP_PAIRS)
     assert table["pair_id"].is_unique and len(table) == 4
+
+
+def test_token_bound_is_the_readme_cost_formula():
+    from pipelines.step_config import StepPairsConfig
+    config = StepPairsConfig(mcts=MCTSConfig(iterations=6, branching=3, step_tokens=48, rollouts=1, rollout_tokens=96,
+                                             max_rollouts=24),
+                             correction=CorrectionConfig(samples=4, solution_tokens=128, max_wrong=1, max_steps=4,
+                                                         rollouts=2, rollout_tokens=96))
+    # 18 new steps at most, each with one rollout (18 <= max_rollouts 24)
+    assert config.token_bound() == {"expand": 6 * 3 * 48, "rollout": 18 * 96, "self_eval": 0,
+                                    "correction_sample": 4 * 128, "correction_rollout": 1 * 4 * 2 * 96}
+    capped = config.model_copy(update={"mcts": config.mcts.model_copy(update={"max_rollouts": 5, "rollouts": 2}),
+                                       "modes": ["step"]})
+    assert capped.token_bound() == {"expand": 6 * 3 * 48, "rollout": 4 * 96, "self_eval": 0}  # 2 nodes x 2 fit in 5
