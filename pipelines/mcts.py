@@ -47,8 +47,9 @@ class Node:
     depth: int = 0
     value: float = 0.0          # evaluation of the state after this step (outcome, rollout mean, + self-eval)
     terminal: bool = False      # the policy ended its answer here (EOS), or nothing could follow
+    complete: bool = False      # the policy ended its answer here (EOS): a complete solution, not a cut-off one
     outcome: float | None = None  # verifier outcome (+1 / -1) of the complete answer, terminal nodes only
-    rollouts: list = field(default_factory=list)  # [(completion text, outcome)] of the Monte Carlo rollouts
+    rollouts: list = field(default_factory=list)  # [(completion text, outcome, ended by EOS)] of the MC rollouts
     self_eval: float | None = None
     N: int = 0
     V: float = 0.0
@@ -110,8 +111,9 @@ class Tree:
                 "nodes": [{"id": n.id, "parent": None if n.parent is None else n.parent.id, "depth": n.depth,
                            "step": n.step, "delimiter": n.delimiter, "N": n.N, "V": n.V, "Q": n.Q, "r": n.r,
                            "value": n.value, "logprob": n.logprob, "n_tokens": n.n_tokens, "terminal": n.terminal,
-                           "outcome": n.outcome, "self_eval": n.self_eval,
-                           "rollout_outcomes": [o for _, o in n.rollouts]} for n in self.nodes]}
+                           "complete": n.complete, "outcome": n.outcome, "self_eval": n.self_eval,
+                           "rollout_outcomes": [r[1] for r in n.rollouts],
+                           "rollout_complete": [r[2] for r in n.rollouts]} for n in self.nodes]}
 
 
 # ---- selection and backup: pure arithmetic, tested on hand-built trees -------------------------------------------
@@ -213,7 +215,7 @@ def add_children(tree: Tree, leaf: Node, gens) -> list[Node]:
             continue
         seen.add((step, g.stop_reason or ""))
         children.append(tree.add(leaf, step=step, delimiter=g.stop_reason or "", logprob=g.logprob_sum,
-                                 n_tokens=g.completion_tokens, terminal=ended))
+                                 n_tokens=g.completion_tokens, terminal=ended, complete=ended))
     return children
 
 
@@ -237,8 +239,11 @@ def evaluate(fresh: list[tuple[Tree, Node]], sampler, outcome, cfg, stats: Searc
         stats.rollouts += cfg.rollouts * len(need_rollouts)
         for (tree, node), gens in zip(need_rollouts, outputs):
             prefix = node.text()
-            node.rollouts = [(g.text, outcome(prefix + g.text, tree.reference)) for g in gens]
-            node.value = sum(o for _, o in node.rollouts) / len(node.rollouts)
+            # a rollout cut at rollout_tokens is scored as it stands (no final answer yet: usually -1), like
+            # MCTS-DPO's unfinished paths; it is kept out of trajectory pairs (pipelines/step_pairs.py)
+            node.rollouts = [(g.text, outcome(prefix + g.text, tree.reference), g.finish_reason == "stop"
+                              and g.stop_reason is None) for g in gens]
+            node.value = sum(r[1] for r in node.rollouts) / len(node.rollouts)
     if cfg.self_eval and fresh:
         convs = [[{"role": "user", "content": SELF_EVAL_PROMPT.format(
             question=t.messages[-1]["content"], solution=n.text())}] for t, n in fresh]

@@ -117,15 +117,21 @@ def test_step_pairs_need_a_q_margin_and_say_why():
 def test_trajectory_pair_best_vs_worst_complete_solution():
     tree, n = searched_tree()
     for name, result in (("a.x", 1.0), ("a.y", -1.0)):
-        n[name].terminal, n[name].outcome, n[name].delimiter = True, result, ""  # final steps end the answer
-    n["b"].rollouts = [(" so 40", -1.0)]
+        n[name].terminal, n[name].complete, n[name].outcome, n[name].delimiter = True, True, result, ""  # EOS
+    n["b"].rollouts = [(" so 40", -1.0, True)]
+    n["c"].rollouts = [(" so 41 and then", 1.0, False)]   # cut at the token cap: not a solution, even if "right"
     rows, why = step_pairs.trajectory_pair(tree)
     (row,) = rows
     assert row["chosen"] == "A\n\nX" and row["chosen_q"] == 1.0
     # two wrong solutions (b's rollout at Q -0.2, a.y at Q -1.0): the lower Q one is rejected
     assert row["rejected"] == "A\n\nY" and row["rejected_node"] == str(n["a.y"].id)
     n["a.x"].outcome = -1.0
-    assert step_pairs.trajectory_pair(tree)[0] == []
+    assert step_pairs.trajectory_pair(tree)[0] == []      # c's cut-off "right" rollout does not make a pair
+    for name in ("a.x", "a.y"):
+        n[name].complete = False                          # a leaf closed because nothing could follow it
+    n["b"].rollouts = [(" so 40", -1.0, False)]
+    assert step_pairs.trajectory_pair(tree) == ([], "the search reached no complete solution (2 rollouts cut at "
+                                                     "the token cap)")
 
 
 def test_rendered_prompt_is_question_plus_prefix():
@@ -200,6 +206,8 @@ def test_one_engine_call_per_expansion_round_across_all_trees():
     add, sub = tree.root.children
     assert (add.value, sub.value) == (1.0, -1.0)            # rollout means
     assert [c.outcome for c in add.children] == [1.0, 1.0] and sub.children == []
+    assert all(c.complete for c in add.children) and not add.complete      # EOS vs a step ended at "\n\n"
+    assert add.rollouts == [(" so 41", 1.0, True)]                          # (text, outcome, ended by EOS)
     assert (tree.root.N, add.N, sub.N, add.children[0].N) == (3, 2, 0, 1)
     assert (add.Q, sub.Q, tree.root.V) == (1.0, -1.0, pytest.approx((2 * 1.0 + 1 * -1.0) / 3))
     rows, _ = step_pairs.step_pairs(tree)
@@ -278,6 +286,15 @@ def test_first_error_drops_are_explicit():
     rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"],
                                                 mcts.SearchStats())
     assert rows == [] and [d["reason"] for d in drops] == ["no_wrong_solution"]
+
+    class CutOff(CorrectionSampler):      # wrong only because cut at solution_tokens: no final answer yet
+        def generate(self, conversations, n, seeds, **kw):
+            return [[Generation("A\n\nB 39 and", "length", 5, 5, -1.0)] * n for _ in conversations]
+
+    rows, drops = first_error.first_error_pairs(trees, CutOff(), outcome, CorrectionConfig(samples=2), ["\n\n"],
+                                                mcts.SearchStats())
+    assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
+           [("no_wrong_solution", "2 sampled solutions: 2 cut at solution_tokens, the other 0 verified correct")]
 
     class Hopeless(CorrectionSampler):
         def generate(self, conversations, n, seeds, **kw):
