@@ -189,8 +189,13 @@ def search(trees: list[Tree], sampler, outcome: Callable[[str, str], float], cfg
         fresh: list[tuple[Tree, Node]] = []
         for (tree, path), gens in zip(expand_paths, outputs):
             children = add_children(tree, path[-1], gens)
-            if not children:  # every sample was empty or a repeat: the answer cannot go on from here
-                leaf = path[-1]
+            leaf = path[-1]
+            blank = next((g.stop_reason for g in gens if g.stop_reason and not g.text.strip()), None)
+            if not children and blank and leaf.parent is not None and leaf.delimiter.count(blank) < 3:
+                # the policy's next "step" is one more delimiter (a blank line after a "\n" step): keep it in the
+                # leaf's delimiter, as split_steps does, and expand the leaf again in a later round
+                leaf.delimiter += blank
+            elif not children:  # every sample was empty or a repeat: the answer cannot go on from here
                 leaf.terminal, leaf.outcome = True, outcome(leaf.text(), tree.reference)
                 leaf.value = leaf.outcome
             fresh += [(tree, c) for c in children]

@@ -222,6 +222,32 @@ def test_rollout_budget_and_depth_limit():
     assert stats.engine_calls["expand"] == 1 and all(len(t.nodes) == 3 for t in trees)
 
 
+def test_a_blank_line_after_a_step_extends_its_delimiter():
+    class BlankLine(ScriptedSampler):   # after "A\n" the policy writes a blank line, then the answer
+        def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
+            self.calls.append(dict(stop=stop))
+            out = []
+            for conv in conversations:
+                prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+                if not stop:
+                    texts = [(" so 41" if prefix.startswith("A") else " so 39", None)]
+                elif not prefix:
+                    texts = [("A", "\n"), ("B", "\n")]
+                elif prefix == "A\n":
+                    texts = [("", "\n"), ("", "\n")]
+                else:
+                    texts = [("So 41", None), ("Thus 41", None)]
+                out.append([Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]])
+            return out
+
+    tree = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
+    mcts.search([tree], BlankLine(), outcome, MCTSConfig(iterations=3, branching=2, max_depth=3, delimiters=["\n"]))
+    a = tree.root.children[0]
+    # round 2 gave only blank lines after "A": not the end of the answer, and its rollout value stays
+    assert (a.step, a.delimiter, a.terminal, a.value) == ("A", "\n\n", False, 1.0)
+    assert [c.step for c in a.children] == ["So 41", "Thus 41"] and a.children[0].text() == "A\n\nSo 41"
+
+
 def test_self_evaluation_is_one_call_per_round():
     class YesSampler(ScriptedSampler):
         def generate(self, conversations, n, seeds, **kw):

