@@ -1,7 +1,8 @@
 """First-error correction (Step-DPO, Lai et al. 2024): a wrong solution's first wrong step vs a step that works.
 
 For each prompt of a batch (every model call covers the whole batch):
-1. sample `samples` full solutions; verify them; keep up to `max_wrong` wrong ones;
+1. sample `samples` full solutions; verify them; keep up to `max_wrong` wrong ones (complete ones only: a text cut
+   at solution_tokens has no final answer yet, so it is not a wrong solution);
 2. split each into steps (the search's delimiters) and run `rollouts` Monte Carlo completions from every prefix
    steps[:i], i = 0 .. min(len, max_steps) - 1 (i = 0 is the bare question); the full wrong solution itself counts
    as a prefix with no correct completion;
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 
 from pipelines import schema
-from pipelines.mcts import Tree
+from pipelines.mcts import SearchStats, Tree
 from pipelines.step_pairs import _row
 
 
@@ -41,21 +42,25 @@ def _seed(seed: int, prompt_id: str, *key) -> int:
 
 
 def first_error_pairs(trees: list[Tree], sampler, outcome, cfg, delimiters: list[str],
-                      calls: dict) -> tuple[list[dict], list[dict]]:
-    """(STEP_PAIRS rows without `prompt`, drop rows) for the prompts of `trees` (used for messages/reference)."""
+                      stats: SearchStats) -> tuple[list[dict], list[dict]]:
+    """(STEP_PAIRS rows without `prompt`, drop rows) for the prompts of `trees` (used for messages/reference).
+
+    Engine calls and sampled tokens are counted in `stats` as "correction_sample" and "correction_rollout"."""
     rows, drops = [], []
     if not trees:
         return rows, drops
     sols = sampler.generate([list(t.messages) for t in trees], cfg.samples,
                             [_seed(t.seed, t.prompt_id, "solutions") for t in trees],
                             max_new_tokens=cfg.solution_tokens)
-    calls["correction_sample"] = calls.get("correction_sample", 0) + 1
+    stats.count("correction_sample", sols)
     jobs = []  # (tree, steps, prefix lengths to roll out)
     for tree, gens in zip(trees, sols):
-        wrong = [g.text for g in gens if outcome(g.text, tree.reference) < 0][:cfg.max_wrong]
+        ended = [g for g in gens if g.finish_reason == "stop"]
+        wrong = [g.text for g in ended if outcome(g.text, tree.reference) < 0][:cfg.max_wrong]
         if not wrong:
             drops.append(dict(prompt_id=tree.prompt_id, reason="no_wrong_solution",
-                              detail=f"all {len(gens)} sampled solutions verified correct"))
+                              detail=f"{len(gens)} sampled solutions: {len(gens) - len(ended)} cut at "
+                                     f"solution_tokens, the other {len(ended)} verified correct"))
             continue
         for text in wrong:
             steps = split_steps(text.strip("\n"), delimiters)
@@ -70,7 +75,7 @@ def first_error_pairs(trees: list[Tree], sampler, outcome, cfg, delimiters: list
     completions = {}
     if convs:
         outs = sampler.generate(convs, cfg.rollouts, seeds, continue_final=True, max_new_tokens=cfg.rollout_tokens)
-        calls["correction_rollout"] = calls.get("correction_rollout", 0) + 1
+        stats.count("correction_rollout", outs)
         completions = dict(zip(keys, outs))
     seen = set()
     for j, (tree, steps, prefixes) in enumerate(jobs):

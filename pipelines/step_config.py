@@ -60,6 +60,23 @@ class StepPairsConfig(FileConfig):
     correction: CorrectionConfig = Field(default_factory=CorrectionConfig)
     batch_size: int = Field(8, ge=1, description="prompts per checkpointed batch (trees searched together)")
 
+    def token_bound(self) -> dict[str, int]:
+        """Most tokens one prompt can sample, by engine-call kind (every step/rollout/solution at its cap).
+
+        The README's cost formula; the manifest sets it beside the counted tokens (steps that end at a delimiter
+        or at the end of the answer sample fewer)."""
+        mc, fe = self.mcts, self.correction
+        bound = {}
+        if {"step", "trajectory"} & set(self.modes):
+            new_steps = mc.iterations * mc.branching          # one expansion of b steps per round, at most
+            rolled = min(new_steps * mc.rollouts, (mc.max_rollouts // mc.rollouts) * mc.rollouts if mc.rollouts else 0)
+            bound.update(expand=new_steps * mc.step_tokens, rollout=rolled * mc.rollout_tokens,
+                         self_eval=new_steps * mc.self_eval_samples * 3 if mc.self_eval else 0)
+        if "correction" in self.modes:
+            bound.update(correction_sample=fe.samples * fe.solution_tokens,
+                         correction_rollout=fe.max_wrong * fe.max_steps * fe.rollouts * fe.rollout_tokens)
+        return bound
+
     @model_validator(mode="after")
     def _distinct_modes(self):
         if len(set(self.modes)) != len(self.modes):

@@ -5,8 +5,9 @@ children, chosen = the child with the highest Q, rejected = the lowest-Q child (
 default). A pair needs Q(chosen) - Q(rejected) > min_q_margin. Siblings share the prefix (the earlier steps),
 so the pair is (question + prefix, chosen step, rejected step).
 
-Trajectory pairs: every complete solution the search saw (final nodes, and the Monte Carlo rollouts, whose text
-ends the answer too) ranked by verified outcome, then Q; chosen = best, rejected = worst, if their outcomes differ.
+Trajectory pairs: every complete solution the search saw (final nodes, and the Monte Carlo rollouts that the
+policy ended itself; text cut at a token cap is not a solution) ranked by verified outcome, then Q; chosen = best,
+rejected = worst, if their outcomes differ.
 
 Rows are STEP_PAIRS rows without the rendered prompt text: `render` (the sampler's chat template) fills it.
 """
@@ -54,12 +55,14 @@ def step_pairs(tree: Tree, rejected: str = "lowest", min_q_margin: float = 0.0) 
 
 
 def solutions(tree: Tree) -> list[dict]:
-    """Every complete solution in the tree: final nodes and rollouts, with outcome, Q and visits."""
+    """Every complete solution in the tree (ended by the policy): final nodes and rollouts, with outcome, Q, visits."""
     out = []
     for node in tree.nodes:
-        if node.terminal and node.outcome is not None:
+        if node.complete and node.outcome is not None:
             out.append(dict(text=node.text(), outcome=node.outcome, q=node.Q, visits=node.N, node=str(node.id)))
-        for i, (completion, outcome) in enumerate(node.rollouts):
+        for i, (completion, outcome, complete) in enumerate(node.rollouts):
+            if not complete:
+                continue
             out.append(dict(text=node.text() + completion, outcome=outcome, q=node.Q, visits=node.N,
                             node=f"{node.id}/rollout{i}"))
     return out
@@ -68,7 +71,8 @@ def solutions(tree: Tree) -> list[dict]:
 def trajectory_pair(tree: Tree) -> tuple[list[dict], str]:
     found = solutions(tree)
     if not found:
-        return [], "the search reached no complete solution"
+        cut = sum(not r[2] for n in tree.nodes for r in n.rollouts)
+        return [], f"the search reached no complete solution ({cut} rollouts cut at the token cap)"
     ranked = sorted(found, key=lambda s: (-s["outcome"], -s["q"], s["node"]))
     best, worst = ranked[0], ranked[-1]
     if best["outcome"] <= worst["outcome"] or best["text"] == worst["text"]:

@@ -117,15 +117,21 @@ def test_step_pairs_need_a_q_margin_and_say_why():
 def test_trajectory_pair_best_vs_worst_complete_solution():
     tree, n = searched_tree()
     for name, result in (("a.x", 1.0), ("a.y", -1.0)):
-        n[name].terminal, n[name].outcome, n[name].delimiter = True, result, ""  # final steps end the answer
-    n["b"].rollouts = [(" so 40", -1.0)]
+        n[name].terminal, n[name].complete, n[name].outcome, n[name].delimiter = True, True, result, ""  # EOS
+    n["b"].rollouts = [(" so 40", -1.0, True)]
+    n["c"].rollouts = [(" so 41 and then", 1.0, False)]   # cut at the token cap: not a solution, even if "right"
     rows, why = step_pairs.trajectory_pair(tree)
     (row,) = rows
     assert row["chosen"] == "A\n\nX" and row["chosen_q"] == 1.0
     # two wrong solutions (b's rollout at Q -0.2, a.y at Q -1.0): the lower Q one is rejected
     assert row["rejected"] == "A\n\nY" and row["rejected_node"] == str(n["a.y"].id)
     n["a.x"].outcome = -1.0
-    assert step_pairs.trajectory_pair(tree)[0] == []
+    assert step_pairs.trajectory_pair(tree)[0] == []      # c's cut-off "right" rollout does not make a pair
+    for name in ("a.x", "a.y"):
+        n[name].complete = False                          # a leaf closed because nothing could follow it
+    n["b"].rollouts = [(" so 40", -1.0, False)]
+    assert step_pairs.trajectory_pair(tree) == ([], "the search reached no complete solution (2 rollouts cut at "
+                                                     "the token cap)")
 
 
 def test_rendered_prompt_is_question_plus_prefix():
@@ -192,12 +198,16 @@ def test_one_engine_call_per_expansion_round_across_all_trees():
     assert [c["n_conversations"] for c in expand] == [5, 5]
     assert [c["n_conversations"] for c in rollout] == [10]
     assert stats.engine_calls == {"expand": 2, "rollout": 1, "self_eval": 0} and stats.rounds == 3
+    # sampled tokens are counted per kind: the fake gives 3 tokens a sample (2 samples for 5 + 5 leaves, 1 for 10)
+    assert stats.tokens == {"expand": 3 * 2 * 10, "rollout": 3 * 1 * 10, "self_eval": 0}
     assert all(c["continue_final"] and c["stop"] == ["\n\n"] and c["max_new_tokens"] == 7 for c in expand)
     assert all(c["n"] == 2 for c in expand) and rollout[0]["max_new_tokens"] == 9
     tree = trees[0]
     add, sub = tree.root.children
     assert (add.value, sub.value) == (1.0, -1.0)            # rollout means
     assert [c.outcome for c in add.children] == [1.0, 1.0] and sub.children == []
+    assert all(c.complete for c in add.children) and not add.complete      # EOS vs a step ended at "\n\n"
+    assert add.rollouts == [(" so 41", 1.0, True)]                          # (text, outcome, ended by EOS)
     assert (tree.root.N, add.N, sub.N, add.children[0].N) == (3, 2, 0, 1)
     assert (add.Q, sub.Q, tree.root.V) == (1.0, -1.0, pytest.approx((2 * 1.0 + 1 * -1.0) / 3))
     rows, _ = step_pairs.step_pairs(tree)
@@ -210,6 +220,32 @@ def test_rollout_budget_and_depth_limit():
     assert [len(add.rollouts), len(sub.rollouts)] == [1, 0] and sub.value == trees[0].root.value
     trees, sampler, stats = run_search(2, max_depth=1)      # depth 1: nodes after the root are leaves
     assert stats.engine_calls["expand"] == 1 and all(len(t.nodes) == 3 for t in trees)
+
+
+def test_a_blank_line_after_a_step_extends_its_delimiter():
+    class BlankLine(ScriptedSampler):   # after "A\n" the policy writes a blank line, then the answer
+        def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
+            self.calls.append(dict(stop=stop))
+            out = []
+            for conv in conversations:
+                prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+                if not stop:
+                    texts = [(" so 41" if prefix.startswith("A") else " so 39", None)]
+                elif not prefix:
+                    texts = [("A", "\n"), ("B", "\n")]
+                elif prefix == "A\n":
+                    texts = [("", "\n"), ("", "\n")]
+                else:
+                    texts = [("So 41", None), ("Thus 41", None)]
+                out.append([Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]])
+            return out
+
+    tree = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
+    mcts.search([tree], BlankLine(), outcome, MCTSConfig(iterations=3, branching=2, max_depth=3, delimiters=["\n"]))
+    a = tree.root.children[0]
+    # round 2 gave only blank lines after "A": not the end of the answer, and its rollout value stays
+    assert (a.step, a.delimiter, a.terminal, a.value) == ("A", "\n\n", False, 1.0)
+    assert [c.step for c in a.children] == ["So 41", "Thus 41"] and a.children[0].text() == "A\n\nSo 41"
 
 
 def test_self_evaluation_is_one_call_per_round():
@@ -255,10 +291,10 @@ class CorrectionSampler(ScriptedSampler):
 
 def test_first_error_pair_from_rollouts():
     trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(2)]
-    sampler, calls = CorrectionSampler(), {}
+    sampler, stats = CorrectionSampler(), mcts.SearchStats()
     rows, drops = first_error.first_error_pairs(trees, sampler, outcome, CorrectionConfig(rollouts=2, max_steps=6),
-                                                ["\n\n"], calls)
-    assert calls == {"correction_sample": 1, "correction_rollout": 1}     # batched over both prompts
+                                                ["\n\n"], stats)
+    assert {k: v for k, v in stats.engine_calls.items() if v} == {"correction_sample": 1, "correction_rollout": 1}
     assert sampler.calls[1]["n_conversations"] == 2 * 3                  # prefixes "", "A", "A B" per prompt
     assert drops == [] and len(rows) == 2
     row = rows[0]
@@ -273,14 +309,25 @@ def test_first_error_drops_are_explicit():
             return [[Generation("A 41", "stop", 5, 5, -1.0)] * n for _ in conversations]
 
     trees = [mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)]
-    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"], {})
+    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"],
+                                                mcts.SearchStats())
     assert rows == [] and [d["reason"] for d in drops] == ["no_wrong_solution"]
+
+    class CutOff(CorrectionSampler):      # wrong only because cut at solution_tokens: no final answer yet
+        def generate(self, conversations, n, seeds, **kw):
+            return [[Generation("A\n\nB 39 and", "length", 5, 5, -1.0)] * n for _ in conversations]
+
+    rows, drops = first_error.first_error_pairs(trees, CutOff(), outcome, CorrectionConfig(samples=2), ["\n\n"],
+                                                mcts.SearchStats())
+    assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
+           [("no_wrong_solution", "2 sampled solutions: 2 cut at solution_tokens, the other 0 verified correct")]
 
     class Hopeless(CorrectionSampler):
         def generate(self, conversations, n, seeds, **kw):
             return [[Generation("A\n\nB 39", "stop", 5, 5, -1.0)] * n for _ in conversations]
 
-    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"], {})
+    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"],
+                                                mcts.SearchStats())
     assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
            [("no_correction", "no rollout from the question reaches the answer")]
     assert set(d["reason"] for d in drops) <= set(schema.REASONS)
@@ -312,6 +359,7 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
     ids = prompts["prompt_id"].tolist()
     assert [t.prompt_id for t in trees] == ids[:2]
     assert calls == {"expand": 2, "rollout": 1, "self_eval": 0, "correction_sample": 1, "correction_rollout": 1}
+    assert stats.tokens["correction_sample"] == 2 * 2 * 3      # 2 prompts x 2 solutions x the fake's 3 tokens
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("step", "trajectory", "correction")}
     assert [r["prompt_id"] for r in by_mode["step"]] == ids[:2]
     # right answers tie on outcome: the one under the higher-Q node wins (Add's rollout, Q 1.0, over its final
@@ -324,3 +372,17 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
     assert all(r["model"] == "fake-model" and r["prompt"].startswith(r["messages"][-1]["content"]) for r in rows)
     table = schema.frame(rows, schema.STEP_PAIRS)
     assert table["pair_id"].is_unique and len(table) == 4
+
+
+def test_token_bound_is_the_readme_cost_formula():
+    from pipelines.step_config import StepPairsConfig
+    config = StepPairsConfig(mcts=MCTSConfig(iterations=6, branching=3, step_tokens=48, rollouts=1, rollout_tokens=96,
+                                             max_rollouts=24),
+                             correction=CorrectionConfig(samples=4, solution_tokens=128, max_wrong=1, max_steps=4,
+                                                         rollouts=2, rollout_tokens=96))
+    # 18 new steps at most, each with one rollout (18 <= max_rollouts 24)
+    assert config.token_bound() == {"expand": 6 * 3 * 48, "rollout": 18 * 96, "self_eval": 0,
+                                    "correction_sample": 4 * 128, "correction_rollout": 1 * 4 * 2 * 96}
+    capped = config.model_copy(update={"mcts": config.mcts.model_copy(update={"max_rollouts": 5, "rollouts": 2}),
+                                       "modes": ["step"]})
+    assert capped.token_bound() == {"expand": 6 * 3 * 48, "rollout": 4 * 96, "self_eval": 0}  # 2 nodes x 2 fit in 5
