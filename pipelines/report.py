@@ -9,8 +9,22 @@ def _drop_lines(manifest: dict) -> list[tuple[str, str, int]]:
     return [(d["stage"], d["reason"], d["n"]) for d in manifest["counts"]["drops_by_reason"]]
 
 
+def _md_table(header: list[str], rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows] if rows else \
+        lines + ["| " + " | ".join(["-"] * len(header)) + " |"]
+
+
+def _drops_and_timings(manifest: dict) -> list[str]:
+    lines = ["", "## Drops by reason", "", *_md_table(["stage", "reason", "rows"], _drop_lines(manifest))]
+    lines += ["", "## Time per stage (s)", "",
+              *_md_table(["stage", "seconds"], [(k.removesuffix("_s"), f"{v:.2f}") for k, v in
+                                                manifest["timings"].items()])]
+    return lines
+
+
 def summary_markdown(manifest: dict) -> str:
-    c, t = manifest["counts"], manifest["timings"]
+    c = manifest["counts"]
     rows = [
         ("prompts in", c["prompts_in"]), ("prompts loaded", c["prompts_loaded"]),
         ("candidates", c["candidates"]), ("scores (errors)", f"{c['scores']} ({c['score_errors']})"),
@@ -18,13 +32,24 @@ def summary_markdown(manifest: dict) -> str:
         ("prompts dropped", c["prompts_dropped"]),
         ("batches sampled / resumed", f"{manifest['batches']['sampled']} / {manifest['batches']['resumed']}"),
     ]
-    lines = [f"# pairsmith run `{manifest['run_id']}`", "", "| stage | count |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    lines += ["", "## Drops by reason", "", "| stage | reason | rows |", "|---|---|---|"]
-    lines += [f"| {s} | {r} | {n} |" for s, r, n in _drop_lines(manifest)] or ["| - | - | 0 |"]
-    lines += ["", "## Time per stage (s)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k.removesuffix('_s')} | {v:.2f} |" for k, v in t.items()]
-    lines += ["", f"Output: `{manifest['run_dir']}`"]
+    lines = [f"# pairsmith run `{manifest['run_id']}`", "", *_md_table(["stage", "count"], rows)]
+    lines += _drops_and_timings(manifest)
+    lines += ["", f"Output: `{manifest['run_dir']}` (pairs.parquet, report.html, README.md dataset card)"]
+    return "\n".join(lines)
+
+
+def step_summary_markdown(manifest: dict) -> str:
+    """build_step_pairs' counts (pairs by mode, trees, rollouts, engine calls), drops and timings."""
+    c = manifest["counts"]
+    rows = [("prompts in", c["prompts_in"]), ("prompts loaded", c["prompts_loaded"]), ("pairs out", c["pairs"]),
+            *((f"pairs ({mode})", n) for mode, n in c["pairs_by_mode"].items()),
+            ("prompts paired", c["prompts_paired"]), ("trees", c["trees"]), ("tree nodes", c["tree_nodes"]),
+            ("rollouts", c["rollouts"]),
+            *((f"engine calls ({kind})", n) for kind, n in manifest["engine_calls"].items()),
+            ("batches resumed", f"{manifest['batches']['resumed']} of {manifest['batches']['total']}")]
+    lines = [f"# pairsmith step-pairs run `{manifest['run_id']}`", "", *_md_table(["stage", "count"], rows)]
+    lines += _drops_and_timings(manifest)
+    lines += ["", f"Output: `{manifest['run_dir']}` (step_pairs.parquet, trees/)"]
     return "\n".join(lines)
 
 

@@ -150,3 +150,27 @@ def test_artifact_markdown_inlines_the_figures(ches_run):
 def test_size_category_buckets():
     assert [report.size_category(n) for n in (0, 999, 1000, 123_456, 20_000_000)] == \
         ["n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "10M<n<100M"]
+
+
+def test_batch_progress_lines_and_eta(monkeypatch):
+    from pipelines import progress
+    clock = iter([100.0, 130.0, 160.0, 161.0])  # start, then one reading per finished batch
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    p = progress.BatchProgress(total_batches=3, total_prompts=80)
+    assert p.done(30, resumed=True) == "batch 1/3 done, 30/80 prompts (38%), 30s elapsed, ETA unknown"
+    # 60 s elapsed, 30 prompts computed (the resumed batch is not in the rate): 2 s/prompt, 20 left
+    assert p.done(30) == "batch 2/3 done, 60/80 prompts (75%), 1m00s elapsed, ETA 40s"
+    assert p.done(20) == "batch 3/3 done, 80/80 prompts (100%), 1m01s elapsed, done"
+    assert p.fraction == 1.0
+
+
+def test_step_summary_markdown():
+    manifest = {"run_id": "s1", "run_dir": "runs/s1", "counts": {
+        "prompts_in": 3, "prompts_loaded": 2, "pairs": 4, "pairs_by_mode": {"step": 3, "correction": 1},
+        "prompts_paired": 2, "trees": 2, "tree_nodes": 17, "rollouts": 9,
+        "drops_by_reason": [{"stage": "load", "reason": "empty_prompt", "n": 1}]},
+        "engine_calls": {"expand": 5}, "batches": {"total": 1, "resumed": 0}, "timings": {"load_s": 0.5}}
+    md = report.step_summary_markdown(manifest)
+    for row in ("| pairs (step) | 3 |", "| pairs (correction) | 1 |", "| engine calls (expand) | 5 |",
+                "| load | empty_prompt | 1 |", "| load | 0.50 |", "| batches resumed | 0 of 1 |"):
+        assert row in md
