@@ -15,27 +15,30 @@ def _md_table(header: list[str], rows: list[tuple]) -> list[str]:
         lines + ["| " + " | ".join(["-"] * len(header)) + " |"]
 
 
-def _drops_and_timings(manifest: dict) -> list[str]:
-    lines = ["", "## Drops by reason", "", *_md_table(["stage", "reason", "rows"], _drop_lines(manifest))]
-    lines += ["", "## Time per stage (s)", "",
-              *_md_table(["stage", "seconds"], [(k.removesuffix("_s"), f"{v:.2f}") for k, v in
-                                                manifest["timings"].items()])]
-    return lines
+def _document(title: str, count_rows: list[tuple], manifest: dict, output: str) -> str:
+    """Counts, drops by reason, time per stage, and where the output is, as one markdown document."""
+    lines = [f"# {title} `{manifest['run_id']}`", "", *_md_table(["stage", "count"], count_rows)]
+    lines += ["", "## Drops by reason", "", *_md_table(["stage", "reason", "rows"], _drop_lines(manifest))]
+    lines += ["", "## Time per stage (s)", "", *_md_table(["stage", "seconds"], _timing_rows(manifest))]
+    return "\n".join(lines + ["", f"Output: `{manifest['run_dir']}` ({output})"])
+
+
+def _timing_rows(manifest: dict) -> list[tuple]:
+    return [(k.removesuffix("_s"), f"{v:.2f}") for k, v in manifest["timings"].items()]
+
+
+def _count_rows(manifest: dict) -> list[tuple]:
+    c = manifest["counts"]
+    return [("prompts in", c["prompts_in"]), ("prompts loaded", c["prompts_loaded"]),
+            ("candidates", c["candidates"]), ("scores (errors)", f"{c['scores']} ({c['score_errors']})"),
+            ("pairs out", c["pairs"]), ("prompts paired", c["prompts_paired"]),
+            ("prompts dropped", c["prompts_dropped"])]
 
 
 def summary_markdown(manifest: dict) -> str:
-    c = manifest["counts"]
-    rows = [
-        ("prompts in", c["prompts_in"]), ("prompts loaded", c["prompts_loaded"]),
-        ("candidates", c["candidates"]), ("scores (errors)", f"{c['scores']} ({c['score_errors']})"),
-        ("pairs out", c["pairs"]), ("prompts paired", c["prompts_paired"]),
-        ("prompts dropped", c["prompts_dropped"]),
-        ("batches sampled / resumed", f"{manifest['batches']['sampled']} / {manifest['batches']['resumed']}"),
-    ]
-    lines = [f"# pairsmith run `{manifest['run_id']}`", "", *_md_table(["stage", "count"], rows)]
-    lines += _drops_and_timings(manifest)
-    lines += ["", f"Output: `{manifest['run_dir']}` (pairs.parquet, report.html, README.md dataset card)"]
-    return "\n".join(lines)
+    b = manifest["batches"]
+    rows = _count_rows(manifest) + [("batches sampled / resumed", f"{b['sampled']} / {b['resumed']}")]
+    return _document("pairsmith run", rows, manifest, "pairs.parquet, report.html, README.md dataset card")
 
 
 def step_summary_markdown(manifest: dict) -> str:
@@ -47,10 +50,7 @@ def step_summary_markdown(manifest: dict) -> str:
             ("rollouts", c["rollouts"]),
             *((f"engine calls ({kind})", n) for kind, n in manifest["engine_calls"].items()),
             ("batches resumed", f"{manifest['batches']['resumed']} of {manifest['batches']['total']}")]
-    lines = [f"# pairsmith step-pairs run `{manifest['run_id']}`", "", *_md_table(["stage", "count"], rows)]
-    lines += _drops_and_timings(manifest)
-    lines += ["", f"Output: `{manifest['run_dir']}` (step_pairs.parquet, trees/)"]
-    return "\n".join(lines)
+    return _document("pairsmith step-pairs run", rows, manifest, "step_pairs.parquet, trees/")
 
 
 def summary_text(manifest: dict) -> str:
@@ -120,11 +120,6 @@ def _html_table(header: list[str], rows: list[tuple]) -> str:
 def report_html(manifest: dict, figures: dict) -> str:
     """One self-contained page (figures inlined as base64): opens from a laptop, a mail or a CI artifact."""
     from html import escape
-    c, t = manifest["counts"], manifest["timings"]
-    counts = [("prompts in", c["prompts_in"]), ("prompts loaded", c["prompts_loaded"]),
-              ("candidates", c["candidates"]), ("scores (errors)", f"{c['scores']} ({c['score_errors']})"),
-              ("pairs out", c["pairs"]), ("prompts paired", c["prompts_paired"]),
-              ("prompts dropped", c["prompts_dropped"])]
     figs = "".join(f"<h2>{escape(FIGURE_TITLES.get(n, n))}</h2><img alt='{escape(n)}' "
                    f"src='data:image/png;base64,{image_base64(p)}'>" for n, p in figures.items())
     return f"""<!doctype html>
@@ -136,9 +131,9 @@ img{{max-width:100%}}</style></head><body>
 <p>Started {escape(str(manifest.get('started', '')))}, wall {manifest.get('wall_seconds', 0):.1f} s,
 model <code>{escape(manifest['config']['sampler']['model'])}</code>, rule
 <code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.</p>
-<h2>Counts</h2>{_html_table(['stage', 'count'], counts)}
+<h2>Counts</h2>{_html_table(['stage', 'count'], _count_rows(manifest))}
 <h2>Drops by reason</h2>{_html_table(['stage', 'reason', 'rows'], _drop_lines(manifest))}
-<h2>Time per stage (s)</h2>{_html_table(['stage', 'seconds'], [(k.removesuffix('_s'), f'{v:.2f}') for k, v in t.items()])}
+<h2>Time per stage (s)</h2>{_html_table(['stage', 'seconds'], _timing_rows(manifest))}
 {figs}
 </body></html>
 """
