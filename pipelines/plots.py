@@ -163,8 +163,10 @@ def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: in
     return {name: path for name, path in drawn.items() if path is not None}
 
 
-def read_run_table(run_dir, name: str) -> pd.DataFrame:
-    """A table of a run directory with the file's own schema (older runs may lack columns added since)."""
+def read_run_table(run_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table of a run directory with the file's own schema (older runs may lack columns added since).
+    columns: read only these (candidates' texts are most of a large run's bytes)."""
     import pyarrow.parquet as pq
     path = Path(run_dir) / f"{name}.parquet"
-    return pq.read_table(path).to_pandas() if path.exists() else schema.empty(schema.TABLES[name])
+    df = pq.read_table(path, columns=columns).to_pandas() if path.exists() else schema.empty(schema.TABLES[name])
+    return df[columns] if columns else df

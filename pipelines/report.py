@@ -70,7 +70,9 @@ def pool_from_run(run_dir, manifest: dict):
     from pipelines.plots import read_run_table
     cfg = manifest["config"]
     weights = {s["name"]: s["weight"] for s in cfg["scorers"]}
-    return rewards.combine(read_run_table(run_dir, "candidates"), read_run_table(run_dir, "scores"), weights,
+    candidates = read_run_table(run_dir, "candidates", ["prompt_id", "candidate_id", "sample_index"])
+    scores = read_run_table(run_dir, "scores", ["candidate_id", "scorer", "score", "error"])
+    return rewards.combine(candidates, scores, weights,
                            cfg["selection"].get("normalize", "none"))
 
 
@@ -83,7 +85,7 @@ def write_reports(run_dir, manifest: dict, n_prompts: int = 12) -> dict:
     from pipelines.plots import read_run_table, run_figures
     run_dir = Path(run_dir)
     figures = run_figures(run_dir, manifest, pool_from_run(run_dir, manifest), n_prompts)
-    models = sorted(read_run_table(run_dir, "candidates")["model"].dropna().unique())
+    models = sorted(read_run_table(run_dir, "pairs", ["model"])["model"].dropna().unique())
     html_path, card_path = run_dir / "report.html", run_dir / "README.md"
     for path, text in ((html_path, report_html(manifest, figures)), (card_path, dataset_card(manifest, models))):
         io._atomic(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))  # no half files

@@ -20,9 +20,10 @@ from pipelines.config import BuildConfig
 K = 4
 
 
-def _shards(run: build.Run) -> list[build.BatchResult]:
+def _shards(run: build.Run, all_errors: bool = False) -> list[build.BatchResult]:
     """Candidates and scores for every batch: correctness 0/1 + a confidence term; the last prompt has four
-    identical rewards (zero_variance) and one candidate of the first prompt a scorer error."""
+    identical rewards (zero_variance) and one candidate of the first prompt a scorer error (every candidate
+    with all_errors)."""
     prompts = run.prompts()
     rng = np.random.default_rng(0)
     results = []
@@ -36,7 +37,7 @@ def _shards(run: build.Run) -> list[build.BatchResult]:
                                   finish_reason="stop", prompt_tokens=20, completion_tokens=10 + j,
                                   logprob_sum=-3.0 - j, sampler="transformers", model="test-model", seed=7))
                 correct = 0.0 if flat else float(j == 0 or rng.random() < 0.3)
-                error = "boom" if (pid == prompts["prompt_id"].iloc[0] and j == 3) else None
+                error = "boom" if all_errors or (pid == prompts["prompt_id"].iloc[0] and j == 3) else None
                 scores.append(dict(candidate_id=cid, prompt_id=pid, scorer="math_verify",
                                    score=None if error else correct, details="{}", error=error))
                 scores.append(dict(candidate_id=cid, prompt_id=pid, scorer="confidence",
@@ -55,13 +56,13 @@ def _fake_ches_scores(pairs, ctx, *args, **kwargs):
     return pairs.assign(ches=-10.0 * n, ln_ches=0.5 * n - 1.0)
 
 
-def _run(tmp_path, monkeypatch, pair_filters=()) -> dict:
+def _run(tmp_path, monkeypatch, pair_filters=(), all_errors=False) -> dict:
     monkeypatch.setattr("pipelines.selection.ches.score_pairs", _fake_ches_scores)
     config = BuildConfig.model_validate({
         "run_id": "report-test", "output_dir": str(tmp_path), "prompts": {"limit": 10}, "batch_size": 4,
         "sampler": {"k": K}, "selection": {"rule": "mu_2sigma", "pair_filters": list(pair_filters)}})
     run = build.prepare(config)
-    return build.finalize(run, _shards(run))
+    return build.finalize(run, _shards(run, all_errors))
 
 
 @pytest.fixture
@@ -126,6 +127,14 @@ def test_no_ches_figure_without_the_filter(tmp_path, monkeypatch):
     manifest = _run(tmp_path, monkeypatch)
     assert "ches" not in manifest["reports"] and "rewards" in manifest["reports"]
     assert pd.read_parquet(f"{manifest['run_dir']}/pairs.parquet")["ln_ches"].isna().all()
+
+
+def test_a_run_without_pairs_still_gets_its_report_and_card(tmp_path, monkeypatch):
+    manifest = _run(tmp_path, monkeypatch, all_errors=True)
+    assert manifest["counts"]["pairs"] == 0
+    assert set(manifest["reports"]) == {"report_html", "dataset_card"}  # no reward, margin or CHES to plot
+    assert "<td>score_error</td>" in open(manifest["reports"]["report_html"]).read()
+    assert "| select | score_error | 40 |" in open(manifest["reports"]["dataset_card"]).read()
 
 
 def test_sampled_prompts_prefer_paired_ones_and_are_stable(ches_run):
