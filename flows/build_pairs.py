@@ -22,11 +22,11 @@ from pipelines.config import BuildConfig
 @lru_cache(maxsize=1)
 def _make_flow():
     from prefect import flow, get_run_logger, task
-    from prefect.artifacts import create_markdown_artifact
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from pipelines import build, report
+    from flows import reporting
+    from pipelines import build
 
     # Caching is done by pipelines.build's content-addressed shards (inputs + config + code), which also
     # survive kill -9 and work the same without Prefect; Prefect's own result cache would store a second copy.
@@ -41,9 +41,9 @@ def _make_flow():
         run = build.prepare(config)
         logger.info(f"run {run.config.run_id}: {len(run.batches)} batches -> {run.run_dir}")
         futures = [batch_task.submit(run, b) for b in run.batches]
-        manifest = build.finalize(run, [f.result() for f in futures])
-        create_markdown_artifact(report.summary_markdown(manifest), key="build-pairs-summary",
-                                 description=f"pairsmith run {manifest['run_id']}")
+        results = reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key="build-pairs-progress")
+        manifest = build.finalize(run, results)  # also writes plots/, report.html, README.md
+        reporting.publish_build_report(manifest)
         return manifest
 
     return build_pairs

@@ -23,6 +23,7 @@ def _make_flow():
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from flows import reporting
     from pipelines import step_build
 
     # resume is step_build's content-addressed shards, as in build_pairs
@@ -35,7 +36,11 @@ def _make_flow():
         run = step_build.prepare(config)
         get_run_logger().info(f"run {run.config.run_id}: {len(run.batches)} batches -> {run.run_dir}")
         futures = [batch_task.submit(run, b) for b in run.batches]
-        return step_build.finalize(run, [f.result() for f in futures])
+        results = reporting.gather(futures, [len(b.prompt_ids) for b in run.batches],
+                                   key="build-step-pairs-progress")
+        manifest = step_build.finalize(run, results)
+        reporting.publish_step_report(manifest)
+        return manifest
 
     return build_step_pairs
 

@@ -166,6 +166,8 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
     run.timings["sample_s"] = sum(r.sample_seconds for r in results)
     run.timings["score_s"] = sum(r.score_seconds for r in results)
     manifest = build_manifest(run, prompts, load_drops, candidates, scores, pairs, drops, results)
+    from pipelines.report import write_reports  # matplotlib is imported only here, at the end of a run
+    manifest["reports"] = {k: str(p) for k, p in write_reports(run.run_dir, manifest).items()}
     io.write_json(manifest, run.run_dir / "manifest.json")
     return manifest
 

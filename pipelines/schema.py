@@ -70,7 +70,14 @@ PAIRS = pa.schema([
     ("weight", pa.float64()),        # 1.0 unless the rule weights pairs (best-of-set)
     ("tier", pa.int32()),            # curriculum tier (0 when no curriculum); training runs tiers in order
     ("model", pa.string()),          # the sampler model that wrote both responses
+    # Scores a pair filter computed (null unless that filter ran): kept so training can sort or re-filter by them
+    ("ches", pa.float64()),          # CHES under the ches filter's model (Razin et al. 2024)
+    ("ln_ches", pa.float64()),       # length-normalised CHES
+    ("implicit_margin", pa.float64()),  # DPO implicit margin beta*log-ratio (implicit_margin / dual_margin)
+    ("dual_margin_p", pa.float64()),    # dual_margin's aggregated probability
 ])
+# the PAIRS columns above that pair filters add to the pairs they keep
+PAIR_FILTER_SCORES = ("ches", "ln_ches", "implicit_margin", "dual_margin_p")
 
 DROPS = pa.schema([
     ("prompt_id", pa.string()),

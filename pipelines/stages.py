@@ -83,4 +83,7 @@ def materialize_pairs(index: pd.DataFrame, candidates: pd.DataFrame, prompts: pd
         "margin": index["margin"].to_numpy(), "rule": rule, "weight": index["weight"].to_numpy(),
         "tier": index["tier"].to_numpy(), "model": model.loc[index["chosen_id"]].to_numpy(),
     })
+    for column in schema.PAIR_FILTER_SCORES:  # scores a pair filter computed (CHES, implicit margin) stay
+        if column in index:
+            out[column] = index[column].to_numpy(dtype="float64")
     return out
