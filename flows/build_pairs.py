@@ -79,6 +79,9 @@ def __getattr__(name: str):
 
 def _run_local(config: BuildConfig) -> dict:
     from pipelines.build import run_local
+    if config.executor.name != "local":
+        print(f"note: executor {config.executor.name!r} is the Prefect flow's task runner; --no-prefect runs the "
+              f"batches in this process", file=sys.stderr)
     return run_local(config)
 
 
