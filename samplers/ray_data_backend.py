@@ -84,7 +84,9 @@ class RayDataSampler:
         eos = getattr(model_cfg, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {int(t) for t in [*eos, self.tokenizer.eos_token_id] if t is not None}
-        options = {"batch_size": 64, "concurrency": 1, **cfg.ray_data}
+        # engine metrics go through vLLM's Ray metrics wrappers, which import ray.serve (the ray[serve] extra):
+        # off unless asked for
+        options = {"batch_size": 64, "concurrency": 1, "log_engine_metrics": False, **cfg.ray_data}
         self.processor_config = vLLMEngineProcessorConfig(model_source=path, engine_kwargs=engine_kwargs, **options)
         self.processor = build_ray_processor(self.processor_config, postprocess=reply)
 
