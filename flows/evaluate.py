@@ -12,26 +12,13 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 
-from flows import cli
+from flows import cli, single_step
 from pipelines.evaluate import EvalConfig
 
 
 @lru_cache(maxsize=1)
 def _make_flow():
-    from prefect import flow, get_run_logger, task
-    from prefect.cache_policies import NO_CACHE
-
-    from pipelines import evaluate as ev
-
-    @task(name="evaluate", cache_policy=NO_CACHE)
-    def eval_task(config: EvalConfig) -> dict:
-        return ev.run(config, log=get_run_logger().info)
-
-    @flow(name="evaluate", log_prints=True)
-    def evaluate(config: EvalConfig = EvalConfig()) -> dict:
-        return eval_task(config)
-
-    return evaluate
+    return single_step.single_step_flow("evaluate", "pipelines.evaluate:run", EvalConfig)
 
 
 def __getattr__(name: str):
@@ -40,21 +27,12 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def _run_local(config: EvalConfig) -> dict:
-    from pipelines.evaluate import run
-    return run(config)
-
-
-def _summary(result: dict) -> str:
-    from pipelines.evaluate import summary_text
-    return summary_text(result)
-
-
 def main(argv: list[str] | None = None) -> int:
     return cli.run_cli(argv, config_cls=EvalConfig, prog="python -m flows.evaluate",
                        description="Accuracy of a model on held-out verifiable prompts (math-verify; HumanEval "
                                    "pass@1 by execution).",
-                       make_flow=_make_flow, summary=_summary, run_local=_run_local)
+                       make_flow=_make_flow, summary=single_step.summary("pipelines.evaluate:summary_text"),
+                       run_local=single_step.local("pipelines.evaluate:run"))
 
 
 if __name__ == "__main__":

@@ -70,3 +70,12 @@ def test_evaluate_math_on_embedded_model(tmp_path, smollm_dir):
                                            "sampler": {"max_new_tokens": 24, "batch_prompts": 3}}))
     assert [r["responses"][0]["text"] for r in again["results"]] == \
         [r["responses"][0]["text"] for r in result["results"]]
+
+
+@pytest.mark.slow
+def test_evaluate_prefect_flow(tmp_path, prefect_harness, smollm_dir):
+    from flows.evaluate import main
+    out = tmp_path / "flow.json"
+    assert main(["--output", str(out), "--prompts.limit", "1", "--sampler.max_new_tokens", "8"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["n"] == 1 and saved["split"] == "eval" and saved["config"]["sampler"]["temperature"] == 0.0
