@@ -54,8 +54,17 @@ def main(argv=None) -> int:
         result = evaluate.run(EvalConfig(
             model=model, output=f"{args.out}/eval_{name}.json",
             prompts={"split": "eval", "limit": args.eval_prompts},
-            sampler={"name": args.sampler, "temperature": 0.0, "max_new_tokens": eval_tokens}))
+            sampler={"name": args.sampler, "temperature": 0.0, "max_new_tokens": eval_tokens,
+                     "batch_prompts": args.eval_prompts}))
         timings[f"eval_{name}_s"] = round(time.perf_counter() - t0, 1)
+        return result
+
+    def save(rows):
+        result = {"args": vars(args), "eval_prompts": before["n"], "accuracy_before": before["accuracy"],
+                  "rules": rows, "timings": timings}
+        os.makedirs(args.out, exist_ok=True)
+        with open(f"{args.out}/efficacy.json", "w") as f:
+            json.dump(result, f, indent=2)
         return result
 
     before = evaluate_model(args.model, "before")
@@ -65,7 +74,8 @@ def main(argv=None) -> int:
             "run_id": rule, "output_dir": f"{args.out}/builds",
             "prompts": {"split": "train", "limit": args.train_prompts},
             "sampler": {"name": args.sampler, "model": args.model, "k": args.k,
-                        "max_new_tokens": args.max_new_tokens},
+                        "max_new_tokens": args.max_new_tokens, "batch_prompts": args.train_prompts},
+            "batch_size": args.train_prompts,
             "selection": {"rule": rule}}), log=lambda m: None)
         timings[f"build_{rule}_s"] = round(time.perf_counter() - t0, 1)
         pairs_path = f"{manifest['run_dir']}/pairs.parquet"
@@ -89,12 +99,9 @@ def main(argv=None) -> int:
                        delta=after["accuracy"] - before["accuracy"])
         rows.append(row)
         print(json.dumps(row), flush=True)
+        save(rows)  # after every rule: a run cut short still leaves its finished rules
 
-    result = {"args": vars(args), "eval_prompts": before["n"], "accuracy_before": before["accuracy"],
-              "rules": rows, "timings": timings}
-    os.makedirs(args.out, exist_ok=True)
-    with open(f"{args.out}/efficacy.json", "w") as f:
-        json.dump(result, f, indent=2)
+    result = save(rows)
     print(f"\nbefore: accuracy {before['accuracy']:.3f} on {before['n']} held-out prompts")
     print("| rule | pairs | chosen correct | mean margin | train loss | final reward acc | accuracy after | delta |")
     print("|---|---|---|---|---|---|---|---|")

@@ -37,7 +37,7 @@ def test_two_rounds_then_rerun_trains_nothing(tmp_path, smollm_dir):
     assert first["this_run"]["built"] == [1, 2]
     trained = first["this_run"]["trained"]
     assert trained == [1, 2]  # max_min on k=3 with the confidence term: every round has pairs
-    assert rounds[1]["policy"] == smollm_dir  # round 1 samples with the initial model
+    assert rounds[1]["policy"] == "embedded:smollm2-135m-instruct"  # round 1 samples with the initial model
     assert rounds[2]["policy"] == rounds[1]["model"]  # round 2 samples with round 1's model
     # the round-2 build really sampled with round 1's model
     build2 = json.load(open(f"{rounds[2]['build_dir']}/manifest.json"))
