@@ -47,6 +47,10 @@ class PromptsConfig(_Strict):
         description="system message put before every prompt (None: the chat template's default)")
     limit: int | None = Field(32, ge=1, description="use only the first N prompts (None: all). The default 32 "
                                                     "keeps the embedded CPU demo near 5 minutes on 2 cores")
+    split: Literal["all", "train", "eval"] = Field(
+        "all", description="deterministic held-out split by prompt hash (pipelines/loaders.py:split_of): train "
+                           "and eval never share a prompt; limit counts prompts of the split")
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of prompts in the eval split")
 
     @field_validator("format")
     @classmethod
@@ -70,7 +74,7 @@ class SamplerConfig(_Strict):
                                     "cluster via ray.data.llm; engine_kwargs go to vLLM, ray_data to the processor)")
     model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default")
     k: int = Field(4, ge=2, description="responses per prompt (a pair needs at least 2)")
-    temperature: float = Field(0.8, gt=0.0)
+    temperature: float = Field(0.8, ge=0.0, description="0: greedy decoding (evaluation)")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1)
     seed: int = 0

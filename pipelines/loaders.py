@@ -86,17 +86,30 @@ def _as_messages(value: Any, system: str | None) -> list[dict] | None:
     return None
 
 
+def split_of(messages: list[dict], eval_fraction: float) -> str:
+    """"train" or "eval": a hash of the conversation without its system message, so the split of a prompt does
+    not depend on the system prompt, the file order, the limit or the machine. The same fraction always gives
+    the same split; train and eval never share a prompt (a repeated prompt lands in the same split)."""
+    key = schema.stable_hash("split", [(m["role"], m["content"]) for m in messages if m["role"] != "system"])
+    return "eval" if int(key, 16) % 1_000_000 < eval_fraction * 1_000_000 else "train"
+
+
 def records_to_prompts(records: Iterator[tuple[int, dict]], source: str, prompt_field: str,
                        reference_field: str | None, system_prompt: str | None,
-                       limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       limit: int | None = None, split: str = "all",
+                       eval_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, drops, first_seen = [], [], {}
-    for n, (lineno, record) in enumerate(records):
+    n = 0
+    for lineno, record in records:
         if limit is not None and n >= limit:
             break
         where = f"{source}:{lineno}"
         if prompt_field not in record:
             raise PromptFileError(f"{where}: no field {prompt_field!r} (fields: {sorted(record)})")
         messages = _as_messages(record[prompt_field], system_prompt)
+        if messages is not None and split != "all" and split_of(messages, eval_fraction) != split:
+            continue  # the other split's prompt: not part of this run's input at all
+        n += 1
         if messages is None:
             value = record[prompt_field]
             drops.append(dict(prompt_id=schema.stable_hash("bad-row", source, lineno), stage="load",
@@ -120,13 +133,22 @@ def records_to_prompts(records: Iterator[tuple[int, dict]], source: str, prompt_
 
 def load_prompts(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     """PromptsConfig -> (prompts, drops)."""
+    split, fraction = getattr(cfg, "split", "all"), getattr(cfg, "eval_fraction", 0.2)
     if cfg.format in LOADERS:
         import importlib
         module, attr = LOADERS[cfg.format].split(":")
-        return getattr(importlib.import_module(module), attr)(cfg)
+        loader = getattr(importlib.import_module(module), attr)
+        if split == "all":
+            return loader(cfg)
+        # split first, then the limit: the first N prompts *of the split*
+        prompts, drops = loader(cfg.model_copy(update={"limit": None}))
+        keep = [split_of(list(m), fraction) == split for m in prompts["messages"]]
+        prompts = prompts[keep].head(cfg.limit).reset_index(drop=True) if cfg.limit else \
+            prompts[keep].reset_index(drop=True)
+        return prompts, drops[drops["prompt_id"].isin(prompts["prompt_id"])].reset_index(drop=True)
     path = Path(cfg.path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file not found: {path}")
     fmt = _detect(path) if cfg.format == "auto" else cfg.format
     return records_to_prompts(_records(path, fmt), str(path), cfg.prompt_field, cfg.reference_field,
-                              cfg.system_prompt, cfg.limit)
+                              cfg.system_prompt, cfg.limit, split, fraction)

@@ -50,6 +50,8 @@ class SeededGumbelSampling:
         import torch
         scores = scores.float()
         logp = torch.log_softmax(scores, dim=-1)
+        if self.temperature == 0:  # greedy (evaluation): no noise, no truncation
+            return self._emit(logp, scores, logp.argmax(dim=-1))
         warped = torch.log_softmax(scores / self.temperature, dim=-1)
         if self.top_p < 1.0:
             sorted_logp, order = warped.sort(dim=-1, descending=True)
@@ -60,7 +62,11 @@ class SeededGumbelSampling:
         uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
                                for g in self.generators])
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
-        token = (warped + gumbel).argmax(dim=-1)
+        return self._emit(logp, scores, (warped + gumbel).argmax(dim=-1))
+
+    def _emit(self, logp, scores, token):
+        """Record the chosen tokens' policy log-probs and force generate to take them."""
+        import torch
         rows = torch.arange(scores.shape[0], device=scores.device)
         self.token_logps.append(logp[rows, token].double())
         self.logprob_sum += torch.where(self.done, 0.0, logp[rows, token].double())

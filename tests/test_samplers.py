@@ -62,3 +62,18 @@ def test_prompts_that_do_not_fit_the_context_are_dropped(transformers_sampler):
     cands, drops = stages.sample_stage(prompts, transformers_sampler, too_long)
     assert cands.empty
     assert drops["reason"].tolist() == ["prompt_too_long"] and "f.jsonl:7" in drops["detail"][0]
+
+
+def test_temperature_zero_is_greedy(smollm_dir):
+    """temperature 0 (evaluation) takes the argmax token at every step, whatever the seed."""
+    import torch
+    from samplers import get_sampler
+    from pipelines.config import SamplerConfig
+    sampler = get_sampler(SamplerConfig(temperature=0.0, max_new_tokens=8, batch_prompts=2))
+    conv = [{"role": "user", "content": "What is 2 + 3?"}]
+    a, b = sampler.generate([conv], 1, [1])[0][0], sampler.generate([conv], 1, [99])[0][0]
+    assert a.text == b.text
+    ids = sampler.tokenizer(sampler.render(conv), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = sampler.model.generate(ids, do_sample=False, max_new_tokens=8, pad_token_id=sampler.tokenizer.pad_token_id)
+    assert a.text == sampler.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
