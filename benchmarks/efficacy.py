@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         save(rows)  # after every rule: a run cut short still leaves its finished rules
 
-    result = save(rows)
+    save(rows)
     print(f"\nbefore: accuracy {before['accuracy']:.3f} on {before['n']} held-out prompts")
     print("| rule | pairs | chosen correct | mean margin | train loss | final reward acc | accuracy after | delta |")
     print("|---|---|---|---|---|---|---|---|")
