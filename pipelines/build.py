@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import platform
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +64,11 @@ def code_hash(*paths: str) -> str:
     return schema.stable_hash([(str(p.relative_to(ROOT)), p.read_bytes().hex()) for p in files])
 
 
-def default_run_id(config: BuildConfig) -> str:
+def default_run_id(config, prefix: str = "") -> str:
+    """time + config hash + a random tag: two runs of the same config started in the same second (concurrent
+    runs sharing an output_dir) must not share a run directory; resume goes through the shard cache, not the id."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{schema.stable_hash(config.model_dump(exclude={'run_id'}), length=6)}"
+    return f"{prefix}{stamp}-{schema.stable_hash(config.model_dump(exclude={'run_id'}), length=6)}-{secrets.token_hex(2)}"
 
 
 def prepare(config: BuildConfig) -> Run:

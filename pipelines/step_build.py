@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines import io, schema
-from pipelines.build import code_hash
+from pipelines.build import code_hash, default_run_id
 from pipelines.loaders import load_prompts
 from pipelines.stages import prompt_seed
 from pipelines.step_config import StepPairsConfig
@@ -55,15 +55,9 @@ class BatchResult:
     tokens: dict = field(default_factory=dict)  # sampled tokens by kind (empty when resumed)
 
 
-def default_run_id(config: StepPairsConfig) -> str:
-    import datetime as dt
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"step-{stamp}-{schema.stable_hash(config.model_dump(exclude={'run_id'}), length=6)}"
-
-
 def prepare(config: StepPairsConfig) -> Run:
     t0 = time.perf_counter()
-    run_id = config.run_id or default_run_id(config)
+    run_id = config.run_id or default_run_id(config, prefix="step-")
     config = config.model_copy(update={"run_id": run_id})
     run_dir = Path(config.output_dir) / run_id
     prompts, drops = load_prompts(config.prompts)
