@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipelines import schema  # noqa: E402
-from pipelines.config import EMBEDDED_MODEL  # noqa: E402
-from pipelines.selection import SelectionContext  # noqa: E402
+from pipelines.core import schema  # noqa: E402
+from pipelines.core.config import EMBEDDED_MODEL  # noqa: E402
+from pipelines.pairs.selection import SelectionContext  # noqa: E402
 
 WORDS = ("the answer is because we add then divide so each term of sum equals number prime factor twice "
          "minus plus total value first second step check result therefore").split()
@@ -57,11 +57,12 @@ def build_policy(args):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines.selection.policy_stats import Policy, _device_dtype, load_policy
+    from pipelines.core.devices import device_and_dtype
+    from pipelines.pairs.selection.policy_stats import Policy, load_policy
 
     if not args.config_from:
         return load_policy(args.model, args.device, args.dtype)
-    device, dtype = _device_dtype(args.device, args.dtype)
+    device, dtype = device_and_dtype(args.device, args.dtype)
     config = AutoConfig.from_pretrained(args.config_from)
     for item in args.override:
         key, value = item.split("=", 1)
@@ -96,7 +97,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from pipelines.selection.ches import score_pairs
+    from pipelines.pairs.selection.ches import score_pairs
 
     pairs, ctx = synthetic(args.pairs, args.min_words, args.max_words, args.seed)
     policy = build_policy(args)
@@ -108,7 +109,7 @@ def main(argv=None) -> dict:
 
     # differences at the scale of CHES's two terms (CHES is their difference, so plain relative error of a
     # near-zero CHES says nothing about the computation); recomputed from the batch-size-1 run
-    from pipelines.selection.policy_stats import pair_stats
+    from pipelines.pairs.selection.policy_stats import pair_stats
     stats = pair_stats(pairs, ctx, policy, hidden=True, batch_size=1)
     hc, hr = stats["chosen"]["hidden_sum"], stats["rejected"]["hidden_sum"]
     nc, nr = stats["chosen"]["n_tokens"], stats["rejected"]["n_tokens"]

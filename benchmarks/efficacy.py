@@ -5,10 +5,10 @@
         --steps 200 --batch-size 8 --sampler vllm             # a GPU-sized run
 
 All rules see the same samples and scores: the three builds share one output dir, and sampling/scoring shards
-are keyed by prompts + sampler/scorer config, not by the rule (pipelines/build.py), so only the first build
+are keyed by prompts + sampler/scorer config, not by the rule (pipelines/pairs/build.py), so only the first build
 samples. Training: LoRA DPO (sigmoid loss) from the same starting model with the same hyperparameters.
 Evaluation: greedy accuracy (math-verify) on the held-out eval split of data/math_prompts.jsonl, which the
-train split never contains (pipelines/loaders.py:split_of). Writes <out>/efficacy.json and prints a table.
+train split never contains (pipelines/loaders/records.py:split_of). Writes <out>/efficacy.json and prints a table.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/out/efficacy")
     args = p.parse_args(argv)
 
-    from pipelines import build, evaluate, train
-    from pipelines.config import BuildConfig
-    from pipelines.evaluate import EvalConfig
-    from pipelines.train_config import TrainConfig
+    from pipelines.evaluation import evaluate
+    from pipelines.evaluation.evaluate import EvalConfig
+    from pipelines.pairs import build
+    from pipelines.pairs.config import BuildConfig
+    from pipelines.training import dpo as train
+    from pipelines.training.config import TrainConfig
 
     eval_tokens = args.eval_tokens or args.max_new_tokens
     timings, rows = {}, []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.humaneval import problems  # noqa: E402
+from pipelines.loaders.humaneval import problems  # noqa: E402
 from scorers.execution import assemble, extract_code, split_tests  # noqa: E402
 from scorers.sandbox import Job, Limits, default_workers, run_programs  # noqa: E402
 

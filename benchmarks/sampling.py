@@ -8,7 +8,7 @@
     python benchmarks/sampling.py --backend vllm --model DIR --load-format dummy --prompts 256 --k 8 \\
         --max-tokens 512                                                   # GPU with vLLM, dummy weights
 
-pipeline = `pipelines.stages.sample_stage(prompts, sampler, cfg)`: the context-length check, the sampler's
+pipeline = `pipelines.pairs.stages.sample_stage(prompts, sampler, cfg)`: the context-length check, the sampler's
 per-prompt seeds (transformers: a seeded Gumbel-max logits processor per row; vLLM: one SamplingParams(n=k, seed)
 per prompt) and the candidates frame.
 raw = what a user would write against the same engine object: transformers `apply_chat_template` +
@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-from pipelines import stages  # noqa: E402
-from pipelines.config import EMBEDDED_MODEL, PromptsConfig, SamplerConfig  # noqa: E402
+from pipelines.core import ids  # noqa: E402
+from pipelines.core.config import EMBEDDED_MODEL, PromptsConfig, SamplerConfig  # noqa: E402
 from pipelines.loaders import load_prompts  # noqa: E402
+from pipelines.pairs import stages  # noqa: E402
 
 
 def random_model(config_from: str, overrides: list[str], dtype: str, seed: int) -> str:
@@ -113,7 +114,7 @@ def main(argv=None) -> dict:
                         dtype=args.dtype, batch_prompts=args.batch_prompts, engine_kwargs=engine_kwargs)
     prompts, _ = load_prompts(PromptsConfig(limit=args.prompts))
     conversations = [list(m) for m in prompts["messages"]]
-    seeds = [stages.prompt_seed(cfg.seed, pid) for pid in prompts["prompt_id"]]
+    seeds = [ids.prompt_seed(cfg.seed, pid) for pid in prompts["prompt_id"]]
 
     t0 = time.perf_counter()
     sampler = get_sampler(cfg)

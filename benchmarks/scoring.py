@@ -66,7 +66,8 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from scorers.reward_backends import TransformersRewardEngine, device_and_dtype
+    from pipelines.core.devices import device_and_dtype
+    from scorers.reward_backends import TransformersRewardEngine
 
     device, dtype = device_and_dtype(args.device, args.dtype)
     model, n_params = build_model(args)

@@ -3,7 +3,7 @@
     nice -n 10 python3 benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
 
 Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on the selection only:
-- vectorised: `pipelines.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
+- vectorised: `pipelines.pairs.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
   k-2 unused candidates of each prompt: 900k rows at 1M candidates);
 - loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only;
 - loop+drops: the same loop also writing the drop rows select writes (same reasons and detail text), as a frame.
@@ -81,7 +81,7 @@ def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
 
 
 def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
-    from pipelines.selection import select  # imported outside the timed region
+    from pipelines.pairs.selection import select  # imported outside the timed region
     pool = synthetic_pool(n_prompts, k)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Callable
 
-from pipelines.config import apply_overrides
+from pipelines.core.config import apply_overrides
 
 
 def _is_str_field(annotation) -> bool:

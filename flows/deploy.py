@@ -1,13 +1,13 @@
 """Serve pairsmith's flows as Prefect deployments: a form in the UI, `prefect deployment run`, cron schedules.
 
-    prefect server start                                   # the UI at http://127.0.0.1:4200 (see README)
+    prefect server start                                   # the UI at http://127.0.0.1:4200 (docs/prefect.md)
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.deploy            # serve every flow
     python -m flows.deploy --only build-pairs --config build-pairs=configs/humaneval.yaml --schedules-active
 
 One process registers a deployment per flow and runs what the server schedules or the UI triggers
 (`prefect.serve`: no work pool or worker needed). Each deployment's parameter is the flow's pydantic config, so
 the UI renders it as a form and the server rejects values the model rejects (enforce_parameter_schema). Its
-default parameters are the config's defaults, or a config file given with --config. Schedules: one daily cron
+default parameters are the config's defaults, or a config file given with --config. Schedules: one cron
 per flow, created *paused* unless --schedules-active (a schedule that burns hours of compute should be a
 decision). prefect.yaml describes the same deployments for `prefect deploy` with a process work pool.
 
@@ -17,9 +17,10 @@ Adding a flow is one line in FLOWS.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from dataclasses import dataclass
+
+from pipelines.core.registry import load_object
 
 
 @dataclass(frozen=True)
@@ -27,27 +28,28 @@ class FlowEntry:
     module: str            # the flow module; its flow object is the attribute `attr`
     attr: str
     config: str            # "module:Class" of the flow's pydantic config (its `config` parameter)
-    cron: str              # daily schedule, UTC; paused unless --schedules-active
+    cron: str              # schedule, UTC; paused unless --schedules-active
     description: str
 
 
 FLOWS: dict[str, FlowEntry] = {
-    "build-pairs": FlowEntry("flows.build_pairs", "build_pairs", "pipelines.config:BuildConfig", "0 2 * * *",
+    "build-pairs": FlowEntry("flows.build_pairs", "build_pairs", "pipelines.pairs.config:BuildConfig", "0 2 * * *",
                              "prompts -> k samples -> scores -> chosen/rejected pairs (TRL-ready Parquet)"),
     "build-step-pairs": FlowEntry("flows.build_step_pairs", "build_step_pairs",
-                                  "pipelines.step_config:StepPairsConfig", "0 4 * * *",
+                                  "pipelines.step_pairs.config:StepPairsConfig", "0 4 * * *",
                                   "MCTS / first-error step-level pairs"),
+    "train-dpo": FlowEntry("flows.train_dpo", "train_dpo", "pipelines.training.config:TrainConfig", "0 6 * * *",
+                           "pairs Parquet -> TRL DPOTrainer (LoRA or full, curriculum tiers) -> model + metrics"),
+    "evaluate": FlowEntry("flows.evaluate", "evaluate", "pipelines.evaluation.config:EvalConfig", "0 8 * * *",
+                          "held-out accuracy of a model (math-verify, HumanEval pass@1)"),
+    "iterate": FlowEntry("flows.iterate", "iterate", "pipelines.iteration.config:IterateConfig", "0 1 * * 0",
+                         "on-policy rounds: sample with the last policy -> pairs -> DPO -> held-out accuracy"),
 }
-
-
-def _load(path: str):
-    module, attr = path.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def default_parameters(entry: FlowEntry, config_file: str | None = None) -> dict:
     """{"config": ...} as JSON: the config file's values, or the config class's defaults."""
-    cls = _load(entry.config)
+    cls = load_object(entry.config)
     config = cls.from_file(config_file) if config_file else cls()
     return {"config": config.model_dump(mode="json")}
 
@@ -62,7 +64,7 @@ def deployments(names=None, config_files: dict[str, str] | None = None, schedule
         if name not in FLOWS:
             raise ValueError(f"unknown flow {name!r}; known: {sorted(FLOWS)}")
         entry = FLOWS[name]
-        flow = getattr(importlib.import_module(entry.module), entry.attr)
+        flow = load_object(f"{entry.module}:{entry.attr}")
         out.append(flow.to_deployment(
             name=name, description=entry.description, tags=list(tags),
             parameters=default_parameters(entry, (config_files or {}).get(name)),
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", choices=sorted(FLOWS), help="serve only this flow (repeatable)")
     p.add_argument("--config", action="append", default=[], metavar="FLOW=FILE",
                    help="default parameters of a deployment from a config file, e.g. build-pairs=configs/x.yaml")
-    p.add_argument("--schedules-active", action="store_true", help="create the daily schedules active, not paused")
+    p.add_argument("--schedules-active", action="store_true", help="create the schedules active, not paused")
     p.add_argument("--limit", type=int, default=None, help="most flow runs at once in this process")
     args = p.parse_args(argv)
     config_files = {}

@@ -4,36 +4,18 @@
     python -m flows.evaluate --prompts.format humaneval --prompts.limit 20 --sampler.max_new_tokens 384
     python -m flows.evaluate --help
 
-Thin: the work is pipelines.evaluate.run. Prefect and the model are imported only when the flow runs.
+Thin: the work is pipelines.evaluation.evaluate.run.
 """
 
-from __future__ import annotations
-
 import sys
-from functools import lru_cache
 
-from flows import cli, single_step
-from pipelines.evaluate import EvalConfig
+from flows.lazy import FlowModule
+from pipelines.evaluation.config import EvalConfig
 
-
-@lru_cache(maxsize=1)
-def _make_flow():
-    return single_step.single_step_flow("evaluate", "pipelines.evaluate:run", EvalConfig)
-
-
-def __getattr__(name: str):
-    if name == "evaluate":
-        return _make_flow()
-    raise AttributeError(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return cli.run_cli(argv, config_cls=EvalConfig, prog="python -m flows.evaluate",
-                       description="Accuracy of a model on held-out verifiable prompts (math-verify; HumanEval "
-                                   "pass@1 by execution).",
-                       make_flow=_make_flow, summary=single_step.summary("pipelines.evaluate:summary_text"),
-                       run_local=single_step.local("pipelines.evaluate:run"))
-
+_module = FlowModule.single_call(
+    "evaluate", "pipelines.evaluation.evaluate", EvalConfig,
+    "Accuracy of a model on held-out verifiable prompts (math-verify; HumanEval pass@1 by execution).")
+__getattr__, main = _module.getattr, _module.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@ the run's report as a markdown artifact. Called inside a running flow (Prefect i
 
 from __future__ import annotations
 
-from pipelines.progress import BatchProgress
+from pipelines.core.progress import BatchProgress
 
 
 def gather(futures: list, sizes: list[int], key: str) -> list:
@@ -18,7 +18,7 @@ def gather(futures: list, sizes: list[int], key: str) -> list:
     for future, size in zip(futures, sizes):
         result = future.result()
         results.append(result)
-        logger.info(progress.done(size, resumed=not result.engine_calls))
+        logger.info(progress.done(size, resumed=result.resumed))
         update_progress_artifact(bar, 100.0 * progress.fraction)
     return results
 
@@ -27,7 +27,7 @@ def publish_build_report(manifest: dict, key: str = "build-pairs-report") -> Non
     """The summary table and the run's figures (inlined) as one markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    from pipelines import report
+    from pipelines.reporting import report
     figures = {k: v for k, v in manifest.get("reports", {}).items() if k in report.FIGURE_TITLES}
     create_markdown_artifact(report.artifact_markdown(manifest, figures), key=key,
                              description=f"pairsmith run {manifest['run_id']}: counts, drops, timings, plots")
@@ -36,6 +36,6 @@ def publish_build_report(manifest: dict, key: str = "build-pairs-report") -> Non
 def publish_step_report(manifest: dict, key: str = "build-step-pairs-summary") -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    from pipelines import report
+    from pipelines.reporting import report
     create_markdown_artifact(report.step_summary_markdown(manifest), key=key,
                              description=f"pairsmith step-pairs run {manifest['run_id']}")

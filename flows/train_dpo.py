@@ -4,37 +4,18 @@
     python -m flows.train_dpo --config configs/train-gpu.yaml --pairs runs/<run_id>/pairs.parquet
     python -m flows.train_dpo --help
 
-Thin: the work is pipelines.train.run (tiers, reference models, LoRA merge, metrics). Prefect and TRL are
-imported only when the flow runs.
+Thin: the work is pipelines.training.dpo.run (tiers, reference models, LoRA merge, metrics).
 """
 
-from __future__ import annotations
-
 import sys
-from functools import lru_cache
 
-from flows import cli, single_step
-from pipelines.train_config import TrainConfig
+from flows.lazy import FlowModule
+from pipelines.training.config import TrainConfig
 
-
-@lru_cache(maxsize=1)
-def _make_flow():
-    return single_step.single_step_flow("train-dpo", "pipelines.train:run", TrainConfig)
-
-
-def __getattr__(name: str):
-    if name == "train_dpo":
-        return _make_flow()
-    raise AttributeError(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return cli.run_cli(argv, config_cls=TrainConfig, prog="python -m flows.train_dpo",
-                       description="DPO-train a model on pairs Parquet (TRL DPOTrainer; curriculum tiers in order; "
-                                   "LoRA optional).",
-                       make_flow=_make_flow, summary=single_step.summary("pipelines.train:summary_text"),
-                       run_local=single_step.local("pipelines.train:run"))
-
+_module = FlowModule.single_call(
+    "train_dpo", "pipelines.training.dpo", TrainConfig,
+    "DPO-train a model on pairs Parquet (TRL DPOTrainer; curriculum tiers in order; LoRA optional).")
+__getattr__, main = _module.getattr, _module.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
+from pipelines.core.config import SamplerConfig
+from pipelines.core.registry import lookup
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -37,7 +40,7 @@ class Sampler(Protocol):
                  stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:
         """n samples for each conversation; seeds[i] makes conversation i reproducible.
 
-        Optional (step-level search, pipelines/mcts.py):
+        Optional (step-level search, pipelines/step_pairs/mcts.py):
         - continue_final: a conversation whose last message is an assistant message is continued (that text is a
           partial answer, kept verbatim); other conversations start a new assistant turn as usual.
         - stop: stop strings; the text ends before the first one and `stop_reason` names it.
@@ -55,20 +58,36 @@ SAMPLERS = {
 }
 
 
-def _import(spec: str):
-    import importlib
-    module, attr = spec.split(":")
-    return getattr(importlib.import_module(module), attr)
+def render_chat(tokenizer, messages: list[dict], continue_final: bool = False) -> str:
+    """The prompt text of a conversation (chat template applied); with continue_final, a last assistant message
+    is continued verbatim (a partial answer of the step search)."""
+    if not (continue_final and messages and messages[-1]["role"] == "assistant"):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    partial = messages[-1]["content"]
+    # some templates (and transformers versions) strip the final message; a trailing step delimiter ("\n\n")
+    # must survive, or the model's first token repeats it and ends the step at once
+    stripped = partial.rstrip()
+    if not text.endswith(partial) and text.endswith(stripped):
+        text += partial[len(stripped):]
+    return text
+
+
+def vllm_engine_kwargs(cfg: SamplerConfig) -> dict:
+    """The vLLM engine arguments of a sampler config: `engine_kwargs`, with `dtype` unless it is auto."""
+    kwargs = dict(cfg.engine_kwargs)
+    if cfg.dtype != "auto":
+        kwargs.setdefault("dtype", cfg.dtype)
+    return kwargs
 
 
 @lru_cache(maxsize=2)
 def _cached(name: str, config_json: str) -> Sampler:
-    from pipelines.config import SamplerConfig
     cfg = SamplerConfig.model_validate_json(config_json)
-    return _import(SAMPLERS[name])(cfg)
+    return lookup(SAMPLERS, name, "sampler")(cfg)
 
 
-def get_sampler(cfg) -> Sampler:
+def get_sampler(cfg: SamplerConfig) -> Sampler:
     """The sampler for a SamplerConfig; loaded once per process (engines are expensive to start)."""
     if cfg.name not in SAMPLERS:
         raise ValueError(f"unknown sampler {cfg.name!r}; known: {sorted(SAMPLERS)}")

@@ -30,8 +30,8 @@ Not supported: `continue_final` (step-level search continues partial answers; us
 
 from __future__ import annotations
 
-from samplers import Generation
-from samplers.embedded import resolve_model
+from pipelines.core.models import resolve_model
+from samplers import Generation, vllm_engine_kwargs
 
 
 def build_ray_processor(config, postprocess):
@@ -76,9 +76,7 @@ class RayDataSampler:
         self.model_name = cfg.model
         path = resolve_model(cfg.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        engine_kwargs = dict(cfg.engine_kwargs)
-        if cfg.dtype != "auto":
-            engine_kwargs.setdefault("dtype", cfg.dtype)
+        engine_kwargs = vllm_engine_kwargs(cfg)
         model_cfg = AutoConfig.from_pretrained(path)
         self._max_context = int(engine_kwargs.get("max_model_len") or model_cfg.max_position_embeddings)
         eos = getattr(model_cfg, "eos_token_id", None)

@@ -11,27 +11,20 @@ nothing extra and feeds the confidence scorer.
 Rows are the prompts repeated k times (what `num_return_sequences=k` does inside generate; greedy decoding
 refuses that argument, so the expansion is explicit).
 
-Step-level search (pipelines/mcts.py) adds three per-call options: `continue_final` (continue a partial assistant
-message: `apply_chat_template(continue_final_message=True)`), `stop` (stop strings: generate's `stop_strings`, then
-the text is cut before the first match) and `max_new_tokens`. A row that ends on a stop string keeps generating
-pad tokens while the rest of the batch finishes, so its log-prob sum is taken from the per-token log-probs up to
-(and including) the token that completed the stop string, not from the running sum.
+Step-level search (pipelines/step_pairs/mcts.py) adds three per-call options: `continue_final` (continue a
+partial assistant message: `apply_chat_template(continue_final_message=True)`), `stop` (stop strings:
+generate's `stop_strings`, then the text is cut before the first match) and `max_new_tokens`. A row that ends on
+a stop string keeps generating pad tokens while the rest of the batch finishes, so its log-prob sum is taken from
+the per-token log-probs up to (and including) the token that completed the stop string, not from the running sum.
 """
 
 from __future__ import annotations
 
 import math
 
-from samplers import Generation
-from samplers.embedded import resolve_model
-
-
-def _device_and_dtype(dtype: str):
-    import torch
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return device, (torch.bfloat16 if device == "cuda" else torch.float32)
-    return device, getattr(torch, dtype)
+from pipelines.core.devices import device_and_dtype
+from pipelines.core.models import resolve_model
+from samplers import Generation, render_chat
 
 
 class SeededGumbelSampling:
@@ -86,7 +79,7 @@ class TransformersSampler:
         self.cfg = cfg
         self.model_name = cfg.model
         path = resolve_model(cfg.model)
-        self.device, dtype = _device_and_dtype(cfg.dtype)
+        self.device, dtype = device_and_dtype("auto", cfg.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -100,24 +93,11 @@ class TransformersSampler:
     def max_context(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
-    def _template(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def render(self, messages: list[dict], continue_final: bool = False) -> str:
-        """Prompt text for a conversation; with continue_final, a last assistant message is continued verbatim."""
-        if not (continue_final and messages and messages[-1]["role"] == "assistant"):
-            return self._template(messages)
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-        partial = messages[-1]["content"]
-        # some templates (and transformers versions) strip the final message; a trailing step delimiter
-        # ("\n\n") must survive, or the model's first token repeats it and ends the step at once
-        stripped = partial.rstrip()
-        if not text.endswith(partial) and text.endswith(stripped):
-            text += partial[len(stripped):]
-        return text
+        return render_chat(self.tokenizer, messages, continue_final)
 
     def prompt_tokens(self, messages: list[dict]) -> int:
-        return len(self.tokenizer(self._template(messages), add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
     def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
                  stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:

@@ -17,8 +17,8 @@ in `stop_reason`) and `max_new_tokens`.
 
 from __future__ import annotations
 
-from samplers import Generation
-from samplers.embedded import resolve_model
+from pipelines.core.models import resolve_model
+from samplers import Generation, render_chat, vllm_engine_kwargs
 
 
 class VLLMSampler:
@@ -29,10 +29,7 @@ class VLLMSampler:
 
         self.cfg = cfg
         self.model_name = cfg.model
-        kwargs = dict(cfg.engine_kwargs)
-        if cfg.dtype != "auto":
-            kwargs.setdefault("dtype", cfg.dtype)
-        self.llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, **kwargs)
+        self.llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, **vllm_engine_kwargs(cfg))
         self.tokenizer = self.llm.get_tokenizer()
 
     @property
@@ -40,7 +37,7 @@ class VLLMSampler:
         return int(self.llm.llm_engine.model_config.max_model_len)
 
     def prompt_tokens(self, messages: list[dict]) -> int:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.render(messages)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def sampling_params(self, n: int, seeds: list[int], stop: list[str] | None = None,
@@ -52,14 +49,7 @@ class VLLMSampler:
                 for s in seeds]
 
     def render(self, messages: list[dict], continue_final: bool = False) -> str:
-        if not (continue_final and messages and messages[-1]["role"] == "assistant"):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-        partial = messages[-1]["content"]
-        stripped = partial.rstrip()
-        if not text.endswith(partial) and text.endswith(stripped):
-            text += partial[len(stripped):]
-        return text
+        return render_chat(self.tokenizer, messages, continue_final)
 
     def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
                  stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:

@@ -7,13 +7,13 @@ selection stage then drops that candidate with reason `score_error`.
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Protocol
 
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import schema
+from pipelines.core.registry import lookup
 
 
 class Scorer(Protocol):
@@ -37,10 +37,7 @@ SCORERS = {
 
 
 def get_scorer(name: str, params: dict | None = None) -> Scorer:
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
-    module, attr = SCORERS[name].split(":")
-    return getattr(importlib.import_module(module), attr)(**(params or {}))
+    return lookup(SCORERS, name, "scorer")(**(params or {}))
 
 
 def score_rows(candidates: pd.DataFrame, scorer: str, scores: list[float | None], details: list[dict | None],

@@ -11,7 +11,7 @@ against every test in the sandbox: a pass matrix (programs x tests) per prompt.
 Within a prompt the ranking is the pass count over tests some program passes (a test nobody passes adds 0 to
 every row); the down-weighting keeps such tests from shrinking the scale of the score when it is summed with
 other scorers. Pair with the `dstc` selection rule (chosen = most tests passed, rejected = fewest); the details
-keep the whole matrix row, the tests and their pass counts, which `pipelines.selection.dstc.concatenate` uses
+keep the whole matrix row, the tests and their pass counts, which `pipelines.pairs.selection.dstc.concatenate` uses
 for DSTC's test-code concatenation.
 
 The sampler: `params.sampler` fields override the candidates' own sampler name and model. To reuse the run's
@@ -26,7 +26,7 @@ import json
 
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import ids, schema
 from scorers import score_rows
 from scorers.execution import assemble, extract_code
 from scorers.sandbox import Job, Limits, check_available, run_programs
@@ -87,7 +87,7 @@ class DSTCScorer:
         self.workers, self.seed = workers, seed
 
     def _sampler(self, candidates: pd.DataFrame):
-        from pipelines.config import SamplerConfig
+        from pipelines.core.config import SamplerConfig
         from samplers import get_sampler
         fields = {"name": candidates["sampler"].iloc[0], "model": candidates["model"].iloc[0],
                   **self.sampler_overrides}
@@ -95,19 +95,19 @@ class DSTCScorer:
 
     def generate_tests(self, prompts: pd.DataFrame, sampler) -> dict[str, list[str]]:
         """prompt_id -> its self-generated tests."""
-        conversations, ids, entries = [], [], []
+        conversations, prompt_ids, entries = [], [], []
         for row in prompts.itertuples(index=False):
             meta = json.loads(row.meta) if isinstance(row.meta, str) and row.meta else {}
             entry = meta.get("entry_point")
             code = meta.get("code_prompt") or list(row.messages)[-1]["content"]
             conversations.append(schema.user_messages(TEST_PROMPT.format(n=self.max_tests, entry=entry or "the "
                                                                          "function", code=code)))
-            ids.append(row.prompt_id)
+            prompt_ids.append(row.prompt_id)
             entries.append(entry)
-        seeds = [int(schema.stable_hash("dstc-tests", self.seed, pid), 16) % (2**31 - 1) for pid in ids]
+        seeds = [int(ids.stable_hash("dstc-tests", self.seed, pid), 16) % (2**31 - 1) for pid in prompt_ids]
         outputs = sampler.generate(conversations, self.test_samples, seeds) if conversations else []
         tests = {}
-        for pid, entry, gens in zip(ids, entries, outputs):
+        for pid, entry, gens in zip(prompt_ids, entries, outputs):
             found: list[str] = []
             for g in gens:
                 found += [t for t in extract_asserts(g.text, entry) if t not in found]

@@ -3,7 +3,7 @@
 score = fraction of the prompt's tests the program passes; details keep the per-test verdicts, the failure
 reason (wrong_answer, runtime_error, syntax_error, timeout, memory, output_limit, crash) and the stderr tail.
 
-Where things come from (the HumanEval loader, pipelines/humaneval.py, fills them; any loader may):
+Where things come from (the HumanEval loader, pipelines/loaders/humaneval.py, fills them; any loader may):
 - `reference`: the test code. A `check(candidate)` function (HumanEval style) or plain top-level asserts.
 - `meta.entry_point`: the function under test; `meta.code_prompt`: the code the model was asked to complete.
 

@@ -31,7 +31,7 @@ from itertools import permutations
 
 import pandas as pd
 
-from pipelines.config import EMBEDDED_MODEL
+from pipelines.core.config import EMBEDDED_MODEL
 from scorers import score_rows
 
 RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
@@ -104,7 +104,7 @@ class _Judge:
         """(template name, system prompt, prompt template) for a prompt with or without a reference."""
         if self.custom:
             return "custom", self.custom[0] or "", self.custom[1]
-        from pipelines.mtbench import judge_prompts
+        from scorers.mtbench import judge_prompts
         name = self.template if self.template != "auto" else (
             self.math_template if reference is not None else self.plain_template)
         p = judge_prompts()[name]

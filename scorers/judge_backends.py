@@ -19,8 +19,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from pipelines import schema
-from pipelines.config import EMBEDDED_MODEL
+from pipelines.core import ids
+from pipelines.core.config import EMBEDDED_MODEL
 
 GREEDY_TEMPERATURE = 1e-5
 
@@ -35,7 +35,7 @@ class SamplerJudgeBackend:
     def __init__(self, sampler: str = "transformers", model: str = EMBEDDED_MODEL, max_new_tokens: int = 512,
                  temperature: float = GREEDY_TEMPERATURE, seed: int = 0, dtype: str = "auto",
                  batch_prompts: int = 8, engine_kwargs: dict | None = None):
-        from pipelines.config import SamplerConfig
+        from pipelines.core.config import SamplerConfig
         # k is unused here (the judge asks for one reply); SamplerConfig only requires it to be >= 2
         self.cfg = SamplerConfig(name=sampler, model=model, k=2, temperature=temperature, top_p=1.0,
                                  max_new_tokens=max_new_tokens, seed=seed, dtype=dtype,
@@ -48,7 +48,7 @@ class SamplerJudgeBackend:
             if sampler.name != "vllm":
                 raise ValueError("structured (JSON schema) judging needs the vllm or openai judge backend")
             return self._structured(sampler, conversations, json_schema)
-        seeds = [int(schema.stable_hash("judge", self.cfg.seed, c), 16) % (2**31 - 1) for c in conversations]
+        seeds = [int(ids.stable_hash("judge", self.cfg.seed, c), 16) % (2**31 - 1) for c in conversations]
         outputs = sampler.generate(conversations, 1, seeds)
         return [Reply(gens[0].text) for gens in outputs]
 
@@ -75,8 +75,9 @@ class OpenAIJudgeBackend:
         self.backoff_s, self.max_backoff_s, self.extra_body = backoff_s, max_backoff_s, dict(extra_body or {})
 
     def complete(self, conversations: list[list[dict]], json_schema: dict | None = None) -> list[Reply]:
-        import httpx
         from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         limits = httpx.Limits(max_connections=self.max_concurrency)

@@ -20,16 +20,9 @@ from __future__ import annotations
 
 import logging
 
+from pipelines.core.devices import device_and_dtype
+
 log = logging.getLogger(__name__)
-
-
-def device_and_dtype(device: str, dtype: str):
-    import torch
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return device, (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    return device, getattr(torch, dtype)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -152,7 +145,6 @@ class VLLMRewardEngine:
     def run(self, encodings: list[dict], batch_size: int) -> list:
         import numpy as np
         from vllm.inputs import TokensPrompt
-
         from vllm.pooling_params import PoolingParams
 
         prompts = [TokensPrompt(prompt_token_ids=list(e["input_ids"])) for e in encodings]

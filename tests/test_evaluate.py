@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from pipelines.config import PromptsConfig
-from pipelines.evaluate import EvalConfig
+from pipelines.core.config import PromptsConfig
+from pipelines.evaluation.evaluate import EvalConfig
 from pipelines.loaders import load_prompts, split_of
 
 
@@ -51,7 +51,7 @@ def test_eval_config_defaults_to_held_out_greedy():
 
 @pytest.mark.slow
 def test_evaluate_math_on_embedded_model(tmp_path, smollm_dir):
-    from pipelines.evaluate import run
+    from pipelines.evaluation.evaluate import run
     out = tmp_path / "eval.json"
     result = run(EvalConfig.model_validate({"output": str(out), "prompts": {"limit": 3},
                                             "sampler": {"max_new_tokens": 24, "batch_prompts": 3}}))

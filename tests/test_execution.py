@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.config import PromptsConfig
-from pipelines.humaneval import load_humaneval, problems
+from pipelines.core import ids, schema
+from pipelines.core.config import PromptsConfig
+from pipelines.loaders.humaneval import load_humaneval, problems
 from scorers.execution import ExecutionScorer, assemble, extract_code, split_tests
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
@@ -25,7 +25,7 @@ def candidates_for(prompts: pd.DataFrame, texts_by_prompt: dict[str, list[str]])
     rows = []
     for pid, texts in texts_by_prompt.items():
         for j, text in enumerate(texts):
-            rows.append(dict(candidate_id=schema.candidate_id(pid, "m", 0, j, text), prompt_id=pid, sample_index=j,
+            rows.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, text), prompt_id=pid, sample_index=j,
                              text=text, finish_reason="stop", prompt_tokens=1, completion_tokens=1,
                              logprob_sum=-1.0, sampler="transformers", model="m", seed=0))
     return schema.frame(rows, schema.CANDIDATES)
@@ -143,8 +143,9 @@ class ScriptedSampler:
 
 @needs_root
 def test_dstc_scorer_rule_and_concatenation(monkeypatch):
-    from pipelines.selection import common
-    from pipelines.selection.dstc import concatenate, dstc
+    from pipelines.pairs.dstc_concat import concatenate
+    from pipelines.pairs.selection import common
+    from pipelines.pairs.selection.dstc import dstc
     from scorers.dstc import DSTCScorer
     monkeypatch.setattr(DSTCScorer, "_sampler", lambda self, c: ScriptedSampler())
     prompts = schema.frame([dict(prompt_id="p", source="s", row=1, messages=[{"role": "user", "content": "x"}],
@@ -173,9 +174,58 @@ def test_dstc_scorer_rule_and_concatenation(monkeypatch):
     assert out["rejected"].iloc[0][0]["content"].endswith("```python\nassert sq(1) == 5\n```")  # least passed
 
 
+class ScriptedPolicy:
+    """Stands in for the policy of a whole build: for HumanEval/0 it writes one right and one wrong program when
+    asked for k programs, and asserts (one of them wrong) when the dstc scorer asks it for tests."""
+    name, model_name, max_context = "transformers", "scripted", 4096
+    programs = ["```python\n{solution}```", "```python\ndef has_close_elements(numbers, threshold):\n"
+                "    return False\n```"]
+    tests = ["assert has_close_elements([1.0, 1.05], 0.1) == True\nassert has_close_elements([1.0, 3.0], 0.5) == False",
+             "assert has_close_elements([1.0, 1.05], 0.1) == True"]
+
+    def __init__(self, solution: str):
+        self.solution = solution
+
+    def prompt_tokens(self, messages):
+        return 10
+
+    def generate(self, conversations, n, seeds, **kw):
+        from samplers import Generation
+        asks_for_tests = "assert statements" in conversations[0][-1]["content"]
+        texts = self.tests if asks_for_tests else [t.format(solution=self.solution) for t in self.programs]
+        return [[Generation(texts[j % len(texts)], "stop", 10, 10, -1.0) for j in range(n)] for _ in conversations]
+
+
+@needs_root
+def test_build_pairs_concatenates_dstc_tests_inside_the_build(tmp_path, monkeypatch, he):
+    """selection.dstc_concat: the build itself appends the most trusted passed test to the chosen program and the
+    most doubtful failed test to the rejected one (this used to be a separate CLI over a finished run)."""
+    import samplers
+    from pipelines.pairs.build import run_local
+    from pipelines.pairs.config import BuildConfig
+    policy = ScriptedPolicy(he[0]["prompt"] + he[0]["canonical_solution"])
+    monkeypatch.setattr(samplers, "get_sampler", lambda cfg: policy)
+    config = BuildConfig.model_validate({
+        "output_dir": str(tmp_path), "run_id": "dstc",
+        "prompts": {"format": "humaneval", "limit": 1, "reference_field": None, "system_prompt": None},
+        "sampler": {"k": 2}, "scorers": [{"name": "dstc", "params": {"test_samples": 2}}],
+        "selection": {"rule": "dstc", "dstc_concat": True}})
+    manifest = run_local(config)
+    pairs = pd.read_parquet(f"{tmp_path}/dstc/pairs.parquet")
+    assert len(pairs) == 1 and manifest["counts"]["dstc_concatenated"] == {"pairs": 1, "unchanged": 0}
+    chosen, rejected = pairs["chosen"].iloc[0][0]["content"], pairs["rejected"].iloc[0][0]["content"]
+    assert chosen.startswith("```python\nfrom typing import List") and "return False" in rejected
+    # pass matrix: right program [T, T], `return False` [F, T]: the chosen gets the test both pass, the rejected
+    # the test it fails that the fewest programs pass
+    assert chosen.endswith("```python\nassert has_close_elements([1.0, 3.0], 0.5) == False\n```")
+    assert rejected.endswith("```python\nassert has_close_elements([1.0, 1.05], 0.1) == True\n```")
+    with pytest.raises(ValueError, match="needs the dstc scorer"):
+        BuildConfig.model_validate({"selection": {"dstc_concat": True}})
+
+
 def test_registries_know_the_new_components():
     from pipelines.loaders import LOADERS
-    from pipelines.selection import RULES
+    from pipelines.pairs.selection import RULES
     from scorers import SCORERS
-    assert LOADERS["humaneval"] == "pipelines.humaneval:load_humaneval"
+    assert LOADERS["humaneval"] == "pipelines.loaders.humaneval:load_humaneval"
     assert "execution" in SCORERS and "dstc" in SCORERS and "dstc" in RULES

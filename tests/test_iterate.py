@@ -8,7 +8,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from pipelines.iterate import IterateConfig
+from pipelines.iteration.rounds import IterateConfig
 
 
 def _config(tmp_path, **kw) -> IterateConfig:
@@ -31,7 +31,7 @@ def test_eval_must_be_held_out():
 
 @pytest.mark.slow
 def test_two_rounds_then_rerun_trains_nothing(tmp_path, smollm_dir):
-    from pipelines.iterate import run
+    from pipelines.iteration.rounds import run
     first = run(_config(tmp_path))
     rounds = {r["round"]: r for r in first["rounds"]}
     assert first["this_run"]["built"] == [1, 2]

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from pipelines import first_error, mcts, schema, step_pairs
-from pipelines.step_config import CorrectionConfig, MCTSConfig
+from pipelines.core import ids, schema
+from pipelines.step_pairs import extract, first_error, mcts
+from pipelines.step_pairs.config import CorrectionConfig, MCTSConfig
 from samplers import Generation
 
 QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "What is 40 + 1?"}]
@@ -90,8 +91,8 @@ def searched_tree():
 
 def test_step_pairs_along_the_best_path():
     tree, n = searched_tree()
-    assert [x.step for x in step_pairs.best_path(tree.root)] == ["", "A", "X"]
-    rows, why = step_pairs.step_pairs(tree)
+    assert [x.step for x in extract.best_path(tree.root)] == ["", "A", "X"]
+    rows, why = extract.step_pairs(tree)
     assert why == ""
     assert [(r["prefix"], r["chosen"], r["rejected"]) for r in rows] == [("", "A", "B"), ("A\n\n", "X", "Y")]
     first, second = rows
@@ -99,19 +100,19 @@ def test_step_pairs_along_the_best_path():
     assert (first["chosen_visits"], first["rejected_visits"]) == (5, 1)
     assert (second["prefix_steps"], second["chosen_node"], second["rejected_node"]) == (1, str(n["a.x"].id),
                                                                                          str(n["a.y"].id))
-    runner_up, _ = step_pairs.step_pairs(tree, rejected="runner_up")
+    runner_up, _ = extract.step_pairs(tree, rejected="runner_up")
     assert runner_up[0]["rejected"] == "C" and runner_up[0]["rejected_q"] == 0.3
 
 
 def test_step_pairs_need_a_q_margin_and_say_why():
     tree, n = searched_tree()
-    rows, why = step_pairs.step_pairs(tree, min_q_margin=1.5)     # margins 1.0 and 2.0: only depth 1 survives
+    rows, why = extract.step_pairs(tree, min_q_margin=1.5)     # margins 1.0 and 2.0: only depth 1 survives
     assert [r["chosen"] for r in rows] == ["X"]
-    rows, why = step_pairs.step_pairs(tree, min_q_margin=2.5)
+    rows, why = extract.step_pairs(tree, min_q_margin=2.5)
     assert rows == [] and "depth 0: Q 0.800 vs -0.200" in why
     lonely = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
     lonely.add(lonely.root, step="only")
-    assert step_pairs.step_pairs(lonely) == ([], "no node on the best path has two children (2 nodes)")
+    assert extract.step_pairs(lonely) == ([], "no node on the best path has two children (2 nodes)")
 
 
 def test_trajectory_pair_best_vs_worst_complete_solution():
@@ -120,25 +121,25 @@ def test_trajectory_pair_best_vs_worst_complete_solution():
         n[name].terminal, n[name].complete, n[name].outcome, n[name].delimiter = True, True, result, ""  # EOS
     n["b"].rollouts = [(" so 40", -1.0, True)]
     n["c"].rollouts = [(" so 41 and then", 1.0, False)]   # cut at the token cap: not a solution, even if "right"
-    rows, why = step_pairs.trajectory_pair(tree)
+    rows, why = extract.trajectory_pair(tree)
     (row,) = rows
     assert row["chosen"] == "A\n\nX" and row["chosen_q"] == 1.0
     # two wrong solutions (b's rollout at Q -0.2, a.y at Q -1.0): the lower Q one is rejected
     assert row["rejected"] == "A\n\nY" and row["rejected_node"] == str(n["a.y"].id)
     n["a.x"].outcome = -1.0
-    assert step_pairs.trajectory_pair(tree)[0] == []      # c's cut-off "right" rollout does not make a pair
+    assert extract.trajectory_pair(tree)[0] == []      # c's cut-off "right" rollout does not make a pair
     for name in ("a.x", "a.y"):
         n[name].complete = False                          # a leaf closed because nothing could follow it
     n["b"].rollouts = [(" so 40", -1.0, False)]
-    assert step_pairs.trajectory_pair(tree) == ([], "the search reached no complete solution (2 rollouts cut at "
+    assert extract.trajectory_pair(tree) == ([], "the search reached no complete solution (2 rollouts cut at "
                                                      "the token cap)")
 
 
 def test_rendered_prompt_is_question_plus_prefix():
     tree, _ = searched_tree()
-    rows, _ = step_pairs.step_pairs(tree)
+    rows, _ = extract.step_pairs(tree)
     seen = []
-    step_pairs.render_prompts(rows, lambda m, cont: seen.append((m, cont)) or f"{len(m)}:{cont}")
+    extract.render_prompts(rows, lambda m, cont: seen.append((m, cont)) or f"{len(m)}:{cont}")
     assert [r["prompt"] for r in rows] == ["2:False", "3:True"]
     assert seen[1][0][-1] == {"role": "assistant", "content": "A\n\n"}
     table = schema.frame([dict(r, model="m") for r in rows], schema.STEP_PAIRS)
@@ -210,7 +211,7 @@ def test_one_engine_call_per_expansion_round_across_all_trees():
     assert add.rollouts == [(" so 41", 1.0, True)]                          # (text, outcome, ended by EOS)
     assert (tree.root.N, add.N, sub.N, add.children[0].N) == (3, 2, 0, 1)
     assert (add.Q, sub.Q, tree.root.V) == (1.0, -1.0, pytest.approx((2 * 1.0 + 1 * -1.0) / 3))
-    rows, _ = step_pairs.step_pairs(tree)
+    rows, _ = extract.step_pairs(tree)
     assert rows[0]["chosen"] == "Add forty and one" and rows[0]["rejected"] == "Subtract one"
 
 
@@ -343,12 +344,12 @@ class FakeEngine(ScriptedSampler):
 
 
 def test_build_batch_accounts_for_every_prompt_and_mode():
-    from pipelines import step_build
-    from pipelines.step_config import StepPairsConfig
+    from pipelines.step_pairs import build as step_build
+    from pipelines.step_pairs.config import StepPairsConfig
 
     def prompt(text, reference):
         messages = [{"role": "user", "content": text}]
-        return dict(prompt_id=schema.prompt_id(messages), source="t", row=1, messages=messages,
+        return dict(prompt_id=ids.prompt_id(messages), source="t", row=1, messages=messages,
                     reference=reference, meta="{}")
 
     prompts = schema.frame([prompt("What is 40 + 1?", "41"), prompt("And 41 + 0?", "41"),
@@ -356,18 +357,18 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
     config = StepPairsConfig(mcts=MCTSConfig(iterations=3, max_depth=3), correction=CorrectionConfig(samples=2))
     engine = FakeEngine()
     rows, drops, trees, calls, stats = step_build.build_batch(prompts, engine, outcome, config)
-    ids = prompts["prompt_id"].tolist()
-    assert [t.prompt_id for t in trees] == ids[:2]
+    pids = prompts["prompt_id"].tolist()
+    assert [t.prompt_id for t in trees] == pids[:2]
     assert calls == {"expand": 2, "rollout": 1, "self_eval": 0, "correction_sample": 1, "correction_rollout": 1}
     assert stats.tokens["correction_sample"] == 2 * 2 * 3      # 2 prompts x 2 solutions x the fake's 3 tokens
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("step", "trajectory", "correction")}
-    assert [r["prompt_id"] for r in by_mode["step"]] == ids[:2]
+    assert [r["prompt_id"] for r in by_mode["step"]] == pids[:2]
     # right answers tie on outcome: the one under the higher-Q node wins (Add's rollout, Q 1.0, over its final
     # child "So 41", Q 0.0); the wrong ones: Subtract's rollout is the only one
     assert [(r["chosen"], r["rejected"]) for r in by_mode["trajectory"]] == \
            [("Add forty and one\n\n so 41", "Subtract one\n\n so 39")] * 2
     assert by_mode["correction"] == []       # the fake's solutions are all "so 39", and so is every rollout
-    reasons = sorted((d["prompt_id"] == ids[2], d["reason"]) for d in drops)
+    reasons = sorted((d.prompt_id == pids[2], d.reason) for d in drops.itertuples())
     assert reasons == [(False, "no_correction"), (False, "no_correction"), (True, "no_reference")]
     assert all(r["model"] == "fake-model" and r["prompt"].startswith(r["messages"][-1]["content"]) for r in rows)
     table = schema.frame(rows, schema.STEP_PAIRS)
@@ -375,7 +376,7 @@ def test_build_batch_accounts_for_every_prompt_and_mode():
 
 
 def test_token_bound_is_the_readme_cost_formula():
-    from pipelines.step_config import StepPairsConfig
+    from pipelines.step_pairs.config import StepPairsConfig
     config = StepPairsConfig(mcts=MCTSConfig(iterations=6, branching=3, step_tokens=48, rollouts=1, rollout_tokens=96,
                                              max_rollouts=24),
                              correction=CorrectionConfig(samples=4, solution_tokens=128, max_wrong=1, max_steps=4,

@@ -4,7 +4,7 @@ The CLI run (--no-prefect) samples; the Prefect flow then runs the same config i
 resume every batch from the cache (no engine call) and give the same pairs.
 
 Why sums and not the shipped word problems: a pair needs a prompt the policy gets right only sometimes, and at
-this size the 135M model gets the word problems right too rarely (README "Step-level pairs": 0 pairs in every
+this size the 135M model gets the word problems right too rarely (benchmarks/RESULTS.md "Step-pair yield": 0 pairs in every
 measured setting). On these sums it is right on some branches and wrong on others: with seed 0 on this machine's
 CPU kernels the run gave 6 pairs (2 step, 2 trajectory, 2 correction) from 2 of the 4 prompts in ~1,300 sampled
 tokens. `pairs > 0` is that observation: another seed, torch build or CPU can sample other texts.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import schema
+from pipelines.core import schema
 
 SUMS = [("easy-1", "What is 17 + 25?", "42"), ("easy-3", "What is 9 + 8?", "17"),
         ("easy-4", "What is 23 + 19?", "42"), ("easy-5", "What is 14 + 29?", "43")]
@@ -84,7 +84,7 @@ def test_cli_run_writes_a_complete_run_dir(cli_run):
     # yield (an observation with seed 0, see the module docstring), and the pairs point the right way: a
     # trajectory pair's chosen answer verifies, its rejected one does not
     assert len(pairs) > 0, manifest["counts"]["drops_by_reason"]
-    from pipelines.step_outcome import MathOutcome
+    from pipelines.step_pairs.outcome import MathOutcome
     references = prompts.set_index("prompt_id")["reference"]
     for row in pairs[pairs["mode"] == "trajectory"].itertuples():
         verify = MathOutcome()
@@ -99,7 +99,7 @@ def test_prefect_flow_resumes_the_same_batches(cli_run, sums_file, prefect_harne
                                                              *small_args(sums_file)])
     config = resolve_config(StepPairsConfig, args)
     manifest = build_step_pairs(config=config)
-    assert manifest["engine_calls"] == {} and manifest["batches"] == {"total": 1, "resumed": 1}
+    assert manifest["engine_calls"] == {} and manifest["batches"] == {"total": 1, "computed": 0, "resumed": 1}
     cli = pd.read_parquet(cli_run / "cli" / "step_pairs.parquet")
     flow = pd.read_parquet(cli_run / "flow" / "step_pairs.parquet")
     assert sorted(cli["pair_id"]) == sorted(flow["pair_id"])

@@ -44,7 +44,7 @@ class RecordingLLM:
 def vllm_sampler(smollm_dir):
     from transformers import AutoTokenizer
 
-    from pipelines.config import SamplerConfig
+    from pipelines.core.config import SamplerConfig
     from samplers.vllm_backend import VLLMSampler
     sampler = object.__new__(VLLMSampler)   # no engine: only the request/reply plumbing is under test
     sampler.cfg = SamplerConfig(name="vllm", k=2, max_new_tokens=50)
@@ -108,8 +108,8 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
     import yaml
 
     from flows.build_step_pairs import main
-    from pipelines import schema
-    from pipelines.config import SamplerConfig
+    from pipelines.core import schema
+    from pipelines.core.config import SamplerConfig
     from samplers import get_sampler
 
     sampler = get_sampler(SamplerConfig(**ENGINE_SAMPLER))
@@ -154,7 +154,7 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
             parent = nodes[n["parent"]]
             assert n["parent"] < n["id"] and n["depth"] == parent["depth"] + 1 <= 2
             assert "\n" not in n["step"].strip() and set(n["delimiter"]) <= {"\n"}   # "": EOS or step_tokens;
-            # "\n\n": a blank line followed the step (pipelines/mcts.py keeps it in the delimiter)
+            # "\n\n": a blank line followed the step (pipelines/step_pairs/mcts.py keeps it in the delimiter)
             if n["terminal"]:
                 assert not any(c["parent"] == n["id"] for c in nodes)
             if n["terminal"] and n["outcome"] is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -109,8 +110,9 @@ print("RESULT" + json.dumps(found))
 """, env)
     found = json.loads(out.split("RESULT", 1)[1])
     from flows.deploy import FLOWS
-    from pipelines.config import BuildConfig
+    from pipelines.pairs.config import BuildConfig
     assert set(found) == set(FLOWS)
+    assert {n: f["entrypoint"] for n, f in found.items()} == {n: f"{e.module}.{e.attr}" for n, e in FLOWS.items()}
     bp = found["build-pairs"]
     assert bp["entrypoint"] == "flows.build_pairs.build_pairs" and bp["enforce"]
     assert bp["schedules"] == [[FLOWS["build-pairs"].cron, False]]  # daily, paused by default
@@ -121,7 +123,8 @@ print("RESULT" + json.dumps(found))
     assert set(defs["BuildConfig"]["properties"]) == set(BuildConfig.model_fields)
     assert defs["SamplerConfig"]["properties"]["k"]["minimum"] == 2
     import typing
-    from pipelines.config import SamplerConfig
+
+    from pipelines.core.config import SamplerConfig
     sampler_names = list(typing.get_args(SamplerConfig.model_fields["name"].annotation))
     assert defs["SamplerConfig"]["properties"]["name"]["enum"] == sampler_names
     assert defs["SamplerConfig"]["properties"]["top_p"]["maximum"] == 1.0
@@ -187,12 +190,20 @@ def test_flow_run_page_shows_the_run_and_its_report(server, tmp_path):
 def test_deploy_config_files_and_flags(tmp_path):
     """No server: default parameters from a config file, every FLOWS entry importable, bad flags rejected."""
     from flows import deploy
+    from pipelines.core.registry import load_object
     cfg = tmp_path / "small.yaml"
     cfg.write_text("prompts: {limit: 3}\nsampler: {k: 6}\n")
     params = deploy.default_parameters(deploy.FLOWS["build-pairs"], str(cfg))["config"]
     assert params["prompts"]["limit"] == 3 and params["sampler"]["k"] == 6 and params["batch_size"] == 16
+    assert set(deploy.FLOWS) == {"build-pairs", "build-step-pairs", "train-dpo", "evaluate", "iterate"}
+    # prefect.yaml (for `prefect deploy` with a work pool) describes the same five deployments
+    spec = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "prefect.yaml")))
+    assert {d["name"]: (d["entrypoint"], d["schedules"][0]["cron"]) for d in spec["deployments"]} == \
+        {n: (f"{e.module.replace('.', '/')}.py:{e.attr}", e.cron) for n, e in deploy.FLOWS.items()}
     for name, entry in deploy.FLOWS.items():
-        assert deploy.default_parameters(entry)["config"] == deploy._load(entry.config)().model_dump(mode="json")
+        assert deploy.default_parameters(entry)["config"] == load_object(entry.config)().model_dump(mode="json")
+    # every entrypoint is the module attribute a runner imports (the flows are made in flows.lazy)
+    assert [d.entrypoint for d in deploy.deployments()] == [f"{e.module}.{e.attr}" for e in deploy.FLOWS.values()]
     (d,) = deploy.deployments(["build-pairs"], {"build-pairs": str(cfg)})
     assert d.entrypoint == "flows.build_pairs.build_pairs" and d.parameters["config"]["sampler"]["k"] == 6
     assert [(x.schedule.cron, x.active) for x in d.schedules] == [(deploy.FLOWS["build-pairs"].cron, False)]

@@ -8,11 +8,13 @@ and checks it samples what the vllm sampler samples.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
-from pipelines.build import run_local
-from pipelines.config import BuildConfig
+from pipelines.pairs.build import run_local
+from pipelines.pairs.config import BuildConfig
 
 pytest.importorskip("ray")
 
@@ -43,7 +45,7 @@ def test_ray_executor_gives_the_local_executors_pairs(tmp_path, smollm_dir, pref
     on_ray = build_pairs(config=_config(tmp_path / "ray", run_id="ray",
                                         executor={"name": "ray", "init_kwargs": RAY_LOCAL}))
     # a fresh output dir: both batches were sampled, and not in this process (no sampler was asked for here)
-    assert on_ray["engine_calls"] == 2 and on_ray["batches"]["total"] == 2
+    assert on_ray["engine_calls"] == {"sample": 2} and on_ray["batches"]["total"] == 2
     assert samplers._cached.cache_info() == before
     assert on_ray["config"]["executor"]["name"] == "ray"
     # Same texts and ids; float columns equal to rtol 1e-5: a Ray worker runs torch on 1 thread, which changes the
@@ -69,8 +71,9 @@ def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ra
     pytest.importorskip("ray.data.llm")
     from ray.llm._internal.batch.processor.base import Processor
 
-    from pipelines import stages
-    from pipelines.config import SamplerConfig
+    from pipelines.core import ids
+    from pipelines.core.config import SamplerConfig
+    from pipelines.pairs import stages
     from samplers import ray_data_backend
 
     eos = None
@@ -117,7 +120,7 @@ def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ra
     candidates, drops = stages.sample_stage(prompts, sampler, cfg)
     assert drops.empty and len(candidates) == 6 and set(candidates["sampler"]) == {"ray_data"}
     for row in candidates.itertuples():
-        assert row.text.split("|")[1] == f"seed={stages.prompt_seed(0, row.prompt_id) + row.sample_index}"
+        assert row.text.split("|")[1] == f"seed={ids.prompt_seed(0, row.prompt_id) + row.sample_index}"
 
 
 @pytest.mark.vllm
@@ -126,7 +129,7 @@ def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
     (~2.5 min here: two engine start-ups)."""
     pytest.importorskip("vllm")
     pytest.importorskip("ray.data.llm")
-    from pipelines.config import SamplerConfig
+    from pipelines.core.config import SamplerConfig
     from samplers.ray_data_backend import RayDataSampler
 
     cfg = SamplerConfig(name="ray_data", k=2, max_new_tokens=8, temperature=0.8,
@@ -147,3 +150,74 @@ def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
     same = VLLMSampler(cfg.model_copy(update={"name": "vllm"})).generate(convs, 2, [5, 6])
     assert [[g.text for g in gens] for gens in out] == [[g.text for g in gens] for gens in same]
     assert [[g.finish_reason for g in gens] for gens in out] == [[g.finish_reason for g in gens] for gens in same]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance for the executor tests below: run_batches finds it and leaves it running."""
+    import ray
+    ray.init(**RAY_LOCAL)
+    yield ray
+    ray.shutdown()
+
+
+def _sampler_untouched_here():
+    import samplers
+    return samplers._cached.cache_info()
+
+
+def test_ray_executor_without_prefect_gives_the_local_pairs(tmp_path, smollm_dir, ray_cluster):
+    """--no-prefect (pipelines.core.executors): the batches run as Ray tasks, the output equals a local run."""
+    local = run_local(_config(tmp_path / "local", run_id="local"))
+    before = _sampler_untouched_here()
+    on_ray = run_local(_config(tmp_path / "ray", run_id="ray", executor={"name": "ray"}))
+    assert on_ray["engine_calls"] == {"sample": 2} and _sampler_untouched_here() == before  # sampled in workers
+    assert ray_cluster.is_initialized()  # a cluster the run did not start is left running
+    for name in ("pairs", "candidates"):
+        a = pd.read_parquet(f"{local['run_dir']}/{name}.parquet")
+        b = pd.read_parquet(f"{on_ray['run_dir']}/{name}.parquet")
+        pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+    assert on_ray["counts"] == local["counts"]
+
+
+def test_step_pairs_run_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
+    from pipelines.step_pairs.build import run_local as run_steps
+    from pipelines.step_pairs.config import StepPairsConfig
+
+    sums = tmp_path / "sums.jsonl"
+    sums.write_text('{"prompt": "What is 9 + 8?", "answer": "17"}\n{"prompt": "What is 6 + 7?", "answer": "13"}\n')
+    before = _sampler_untouched_here()
+    manifest = run_steps(StepPairsConfig.model_validate({
+        "output_dir": str(tmp_path), "run_id": "steps", "batch_size": 1, "executor": "ray", "modes": ["trajectory"],
+        "prompts": {"path": str(sums), "system_prompt": None, "limit": 2},
+        "sampler": {"k": 2, "max_new_tokens": 16, "temperature": 0.8},
+        "mcts": {"iterations": 1, "branching": 2, "max_depth": 1, "step_tokens": 12, "delimiters": ["\n"],
+                 "rollouts": 1, "rollout_tokens": 12}}))
+    assert manifest["batches"] == {"total": 2, "computed": 2, "resumed": 0}
+    assert manifest["engine_calls"]["expand"] == 2 and _sampler_untouched_here() == before  # searched in workers
+    assert manifest["counts"]["trees"] == 2 and manifest["config"]["executor"]["name"] == "ray"
+
+
+def test_iterate_builds_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
+    """iterate's build phase honours build.executor (it used to run every build in-process)."""
+    from pipelines.iteration import rounds
+    from pipelines.iteration.config import IterateConfig
+    from pipelines.pairs.build import run_local as build
+
+    trained = []
+
+    def train(cfg):  # the training and evaluation phases are not under test here
+        trained.append(cfg.pairs)
+        return {"model": cfg.model, "tiers": [{"train_loss": 0.0, "steps": 0}]}
+
+    cfg = IterateConfig.model_validate({
+        "run_id": "it", "output_dir": str(tmp_path), "rounds": 1, "evaluate_initial": False,
+        "build": {"prompts": {"limit": 2}, "batch_size": 1, "executor": "ray", "selection": {"rule": "max_min"},
+                  "sampler": {"k": 2, "max_new_tokens": 12, "temperature": 0.9}}})
+    before = _sampler_untouched_here()
+    result = rounds.run(cfg, phases=rounds.RoundPhases(build=build, train=train,
+                                                       evaluate=lambda c: {"accuracy": 0.0, "n": 0}))
+    built = result["rounds"][0]
+    manifest = json.loads(open(f"{built['build_dir']}/manifest.json").read())
+    assert manifest["config"]["executor"]["name"] == "ray" and manifest["engine_calls"] == {"sample": 2}
+    assert _sampler_untouched_here() == before and trained == [[built["pairs"]]]

@@ -1,6 +1,6 @@
 """Run reports from a hand-built run: plots, report.html, the dataset card, the Prefect artifact markdown.
 
-No model: candidates and scores are written as the batch shards `pipelines.build.finalize` reads, so the real
+No model: candidates and scores are written as the batch shards `pipelines.pairs.build.finalize` reads, so the real
 finalize (selection, CHES filter with stubbed hidden-state scores, report writing) runs on them.
 """
 
@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines import build, io, plots, report, schema
-from pipelines.config import BuildConfig
+from pipelines.core import io, schema
+from pipelines.pairs import build, rewards
+from pipelines.pairs.config import BuildConfig
+from pipelines.reporting import plots, report
 
 K = 4
 
@@ -42,11 +44,12 @@ def _shards(run: build.Run, all_errors: bool = False) -> list[build.BatchResult]
                                    score=None if error else correct, details="{}", error=error))
                 scores.append(dict(candidate_id=cid, prompt_id=pid, scorer="confidence",
                                    score=0.5 if flat else float(rng.uniform(0.1, 0.9)), details="{}", error=None))
-        cand_path, drop_path = build._sample_paths(run, b)
+        cand_path, drop_path = run.shard(b, "sample", "candidates"), run.shard(b, "sample", "drops")
         io.write_table(schema.frame([], schema.DROPS), drop_path, schema.DROPS)
         io.write_table(schema.frame(cands, schema.CANDIDATES), cand_path, schema.CANDIDATES)
-        io.write_table(schema.frame(scores, schema.SCORES), build._score_path(run, b), schema.SCORES)
-        results.append(build.BatchResult(b.index, 1, True, 0.5, 0.1))
+        io.write_table(schema.frame(scores, schema.SCORES), run.shard(b, "score"), schema.SCORES)
+        results.append(build.BatchResult(b.index, len(b.prompt_ids), False, {"sample": 1},
+                                         {"sample": 0.5, "score": 0.1}))
     return results
 
 
@@ -57,7 +60,7 @@ def _fake_ches_scores(pairs, ctx, *args, **kwargs):
 
 
 def _run(tmp_path, monkeypatch, pair_filters=(), all_errors=False) -> dict:
-    monkeypatch.setattr("pipelines.selection.ches.score_pairs", _fake_ches_scores)
+    monkeypatch.setattr("pipelines.pairs.selection.ches.score_pairs", _fake_ches_scores)
     config = BuildConfig.model_validate({
         "run_id": "report-test", "output_dir": str(tmp_path), "prompts": {"limit": 10}, "batch_size": 4,
         "sampler": {"k": K}, "selection": {"rule": "mu_2sigma", "pair_filters": list(pair_filters)}})
@@ -139,7 +142,9 @@ def test_a_run_without_pairs_still_gets_its_report_and_card(tmp_path, monkeypatc
 
 def test_sampled_prompts_prefer_paired_ones_and_are_stable(ches_run):
     run_dir = ches_run["run_dir"]
-    pool = report.pool_from_run(run_dir, ches_run)
+    weights = {s["name"]: s["weight"] for s in ches_run["config"]["scorers"]}
+    pool = rewards.combine(pd.read_parquet(f"{run_dir}/candidates.parquet"), pd.read_parquet(f"{run_dir}/scores.parquet"),
+                           weights)
     pairs = pd.read_parquet(f"{run_dir}/pairs.parquet")
     picked = plots.sample_prompts(pool, pairs, n=3)
     assert len(picked) == 3 and set(picked) <= set(pairs["prompt_id"])
@@ -162,7 +167,7 @@ def test_size_category_buckets():
 
 
 def test_batch_progress_lines_and_eta(monkeypatch):
-    from pipelines import progress
+    from pipelines.core import progress
     clock = iter([100.0, 130.0, 160.0, 161.0])  # start, then one reading per finished batch
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     p = progress.BatchProgress(total_batches=3, total_prompts=80)

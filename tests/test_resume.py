@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import io, schema
+from pipelines.core import io, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ARGS = ["--prompts.limit", "6", "--batch_size", "2", "--sampler.k", "2", "--sampler.max_new_tokens", "8"]
@@ -59,7 +59,7 @@ def uninterrupted(tmp_path_factory, smollm_dir) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
     _finish(_cli(out, "whole"))
     manifest = _manifest(out, "whole")
-    assert manifest["engine_calls"] == BATCHES
+    assert manifest["engine_calls"] == {"sample": BATCHES}
     return manifest
 
 
@@ -81,8 +81,8 @@ def test_kill_9_in_the_middle_of_sampling_then_rerun(tmp_path, uninterrupted):
 
     _finish(_cli(out, "crashy"))  # the same command again
     manifest = _manifest(out, "crashy")
-    assert manifest["batches"] == {"total": BATCHES, "sampled": BATCHES - finished, "resumed": finished}
-    assert manifest["engine_calls"] == BATCHES - finished  # no finished batch was sampled again
+    assert manifest["batches"] == {"total": BATCHES, "computed": BATCHES - finished, "resumed": finished}
+    assert manifest["engine_calls"].get("sample", 0) == BATCHES - finished  # no finished batch was sampled again
     assert len(_shards(out)) == BATCHES
     # the same files as a run that was never interrupted (same seeds, another output dir and run id)
     for name in ("pairs", "candidates", "scores", "drops"):
@@ -103,8 +103,8 @@ def test_concurrent_runs_share_the_cache_without_interfering(tmp_path, uninterru
     left, right = _manifest(out, "left"), _manifest(out, "right")
     for m in (left, right):
         assert m["counts"] == uninterrupted["counts"] and m["batches"]["total"] == BATCHES
-        assert m["engine_calls"] == m["batches"]["sampled"] <= BATCHES
-    assert left["engine_calls"] + right["engine_calls"] >= BATCHES  # every batch was sampled at least once
+        assert m["engine_calls"].get("sample", 0) == m["batches"]["computed"] <= BATCHES
+    assert left["engine_calls"].get("sample", 0) + right["engine_calls"].get("sample", 0) >= BATCHES  # every batch was sampled at least once
     for name in ("pairs", "candidates", "scores", "drops"):
         ref = pd.read_parquet(Path(uninterrupted["run_dir"]) / f"{name}.parquet")
         for rid in procs:
@@ -139,7 +139,7 @@ def test_a_writer_failing_mid_write_leaves_nothing_under_the_final_name(tmp_path
 
 WRITER = """
 import sys
-from pipelines import io, schema
+from pipelines.core import io, schema
 rows = int(sys.argv[2])
 df = schema.drop_rows([f"p{i}" for i in range(rows)], "load", "empty_prompt", detail=sys.argv[3] + ":" + "x" * 200)
 print("writing", flush=True)

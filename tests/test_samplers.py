@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import schema, stages
-from pipelines.config import SamplerConfig
+from pipelines.core import ids, schema
+from pipelines.core.config import SamplerConfig
+from pipelines.pairs import stages
 
 Q1 = schema.user_messages("What is 3 + 4?")
 Q2 = schema.user_messages("Name a colour of the sky on a clear day, in one word.")
@@ -26,7 +27,7 @@ def test_generation_fields_and_logprobs_match_a_forward_pass(transformers_sample
     import torch
     sampler = transformers_sampler
     gens = sampler.generate([Q1], n=3, seeds=[3])[0]
-    prompt_ids = sampler.tokenizer(sampler._template(Q1), add_special_tokens=False)["input_ids"]
+    prompt_ids = sampler.tokenizer(sampler.render(Q1), add_special_tokens=False)["input_ids"]
     checked = 0
     for g in gens:
         assert g.prompt_tokens == len(prompt_ids)
@@ -46,13 +47,13 @@ def test_generation_fields_and_logprobs_match_a_forward_pass(transformers_sample
 
 
 def test_sample_stage_builds_candidates_with_per_prompt_seeds(transformers_sampler, small_sampler_cfg):
-    prompts = schema.frame([dict(prompt_id=schema.prompt_id(m), source="t", row=i + 1, messages=m)
+    prompts = schema.frame([dict(prompt_id=ids.prompt_id(m), source="t", row=i + 1, messages=m)
                             for i, m in enumerate([Q1, Q2])], schema.PROMPTS)
     cands, drops = stages.sample_stage(prompts, transformers_sampler, small_sampler_cfg)
     assert drops.empty and len(cands) == 2 * small_sampler_cfg.k
     assert cands.groupby("prompt_id")["sample_index"].apply(sorted).tolist() == [[0, 1, 2]] * 2
     assert cands["candidate_id"].is_unique
-    assert set(cands["seed"]) == {stages.prompt_seed(0, p) for p in prompts["prompt_id"]}
+    assert set(cands["seed"]) == {ids.prompt_seed(0, p) for p in prompts["prompt_id"]}
     assert (cands["model"] == small_sampler_cfg.model).all() and (cands["sampler"] == "transformers").all()
 
 
@@ -67,8 +68,9 @@ def test_prompts_that_do_not_fit_the_context_are_dropped(transformers_sampler):
 def test_temperature_zero_is_greedy(smollm_dir):
     """temperature 0 (evaluation) takes the argmax token at every step, whatever the seed."""
     import torch
+
+    from pipelines.core.config import SamplerConfig
     from samplers import get_sampler
-    from pipelines.config import SamplerConfig
     sampler = get_sampler(SamplerConfig(temperature=0.0, max_new_tokens=8, batch_prompts=2))
     conv = [{"role": "user", "content": "What is 2 + 3?"}]
     a, b = sampler.generate([conv], 1, [1])[0][0], sampler.generate([conv], 1, [99])[0][0]

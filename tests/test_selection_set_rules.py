@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema, selection
-from pipelines.selection import PAIR_FILTERS, RULES, select
-from pipelines.selection.best_of_set import best_of_set
-from pipelines.selection.margin import margin
-from pipelines.selection.max_min import max_min
-from pipelines.selection.sweet_spot_min5 import sweet_spot_min5
-from pipelines.selection.verified import verified
+from pipelines.core import ids, schema
+from pipelines.pairs import selection
+from pipelines.pairs.selection import PAIR_FILTERS, RULES, select
+from pipelines.pairs.selection.best_of_set import best_of_set
+from pipelines.pairs.selection.margin import margin
+from pipelines.pairs.selection.max_min import max_min
+from pipelines.pairs.selection.sweet_spot_min5 import sweet_spot_min5
+from pipelines.pairs.selection.verified import verified
 
 
 def pool(rows: dict[str, list], correct: dict[str, list] | None = None) -> pd.DataFrame:
@@ -45,7 +46,7 @@ def test_everything_is_registered():
     assert "rank_gap" in PAIR_FILTERS
     for name in ("best_of_set", "verified", "sweet_spot_min5"):
         assert callable(selection.get_rule(name))
-    from pipelines.config import BuildConfig
+    from pipelines.pairs.config import BuildConfig
     cfg = BuildConfig.from_file("configs/math-verified.yaml")  # the example config validates
     assert cfg.selection.rule == "verified" and cfg.selection.pair_filters[0].name == "rank_gap"
 
@@ -80,7 +81,7 @@ def test_sweet_spot_rejected_is_min_of_a_seeded_draw_of_five():
         rows = p[p["prompt_id"] == row.prompt_id]
         best = rows.loc[rows["reward"].idxmax()]
         rest = rows[rows["candidate_id"] != best["candidate_id"]]
-        u = [int(schema.stable_hash("sweet_spot_min5", 3, row.prompt_id, int(i)), 16) for i in rest["sample_index"]]
+        u = [int(ids.stable_hash("sweet_spot_min5", 3, row.prompt_id, int(i)), 16) for i in rest["sample_index"]]
         drawn = rest.iloc[np.argsort(u)[:5]]
         assert row.chosen_id == best["candidate_id"]
         assert row.rejected_id == drawn.loc[drawn["reward"].idxmin(), "candidate_id"]
@@ -255,7 +256,7 @@ def test_rank_gap_ties_and_errors_use_the_valid_ranking():
 
 
 def test_rank_gap_needs_the_pool():
-    from pipelines.selection.rank_gap import rank_gap
+    from pipelines.pairs.selection.rank_gap import rank_gap
     pairs = pd.DataFrame({"prompt_id": ["a"], "chosen_id": ["a0"], "rejected_id": ["a1"],
                           "chosen_score": [1.0], "rejected_score": [0.0]})
     with pytest.raises(ValueError, match="valid pool"):

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipelines import io, schema
-from pipelines.config import PromptsConfig
+from pipelines.core import io, schema
+from pipelines.core.config import PromptsConfig
 from pipelines.loaders import load_prompts
-from pipelines.train import PairsFileError, check_pairs_files
-from pipelines.train_config import TrainConfig, trl_loss_types
+from pipelines.training.config import TrainConfig, trl_loss_types
+from pipelines.training.dpo import PairsFileError, check_pairs_files
 
 
 def write_pairs(path, n: int = 4, tiers: int = 2):
@@ -78,7 +78,7 @@ def _weights(model_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, smollm_dir):
-    from pipelines.train import run
+    from pipelines.training.dpo import run
     tmp = tmp_path_factory.mktemp("train")
     pairs = write_pairs(tmp / "pairs.parquet", n=4, tiers=2)
     cfg = TrainConfig(pairs=[str(pairs)], output_dir=str(tmp / "out"), max_steps=1, batch_size=2,
@@ -122,7 +122,7 @@ def test_saved_model_loads_and_differs_from_initial(trained, smollm_dir):
 
 @pytest.mark.slow
 def test_reference_initial_uses_the_starting_model(tmp_path, smollm_dir):
-    from pipelines.train import run
+    from pipelines.training.dpo import run
     pairs = write_pairs(tmp_path / "pairs.parquet", n=4, tiers=2)
     m = run(TrainConfig(pairs=[str(pairs)], output_dir=str(tmp_path / "out"), max_steps=1, batch_size=2,
                         max_length=160, learning_rate=1e-3, lora={"r": 4, "alpha": 8}, reference="initial"))

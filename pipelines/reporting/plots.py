@@ -1,0 +1,172 @@
+"""Figures of one build_pairs run (PNG): what a user checks before training on the pairs.
+
+- rewards.png: per-prompt reward distributions for a sample of prompts, with mu, mu - 2 sigma (the points the
+  mu_2sigma rule works with) and the chosen and rejected responses marked;
+- margins.png: histogram of the pairs' reward margins (chosen - rejected);
+- ches.png: histogram of the (LN-)CHES the `ches` filter ranked by, kept and dropped pairs stacked, when it ran.
+
+Plain matplotlib on the Agg backend, imported when a figure is drawn (never at import time). Inputs are the run's
+tables, so the figures can be redrawn from any finished run directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core import schema
+
+# the detail the ches filter writes on a dropped pair: "pair <c> > <r>: ln_ches -12.3 in the top 1 of 10"
+_CHES_DETAIL = re.compile(r"\b(ln_ches|ches) (-?[0-9.eE+-]+|nan|inf|-inf) ")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=True)  # no display: files only, safe in worker threads and on servers
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def prompt_label(messages, width: int = 48) -> str:
+    """The last user message, shortened to one line."""
+    text = next((m["content"] for m in reversed(list(messages)) if m["role"] == "user"), "") or ""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def sample_prompts(pool: pd.DataFrame, pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
+    """Up to n prompt ids with a valid reward, paired prompts first; a seeded sample, stable across reruns."""
+    scored = pd.Index(pool.loc[pool["reward"].notna(), "prompt_id"].unique())
+    paired = scored.intersection(pd.Index(pairs["prompt_id"].unique()))
+    rest = scored.difference(paired)
+    rng = np.random.default_rng(seed)
+    picked = list(rng.permutation(np.asarray(paired.sort_values(), dtype=object)))[:n]
+    picked += list(rng.permutation(np.asarray(rest.sort_values(), dtype=object)))[:n - len(picked)]
+    return picked
+
+
+def reward_distributions(pool: pd.DataFrame, pairs: pd.DataFrame, prompts: pd.DataFrame, path: Path,
+                         n_prompts: int = 12, ddof: int = 0, seed: int = 0) -> Path | None:
+    """One row per sampled prompt: every response's reward, mu and mu - 2 sigma of the prompt's valid rewards,
+    and the chosen/rejected responses of its first pair. None when no prompt has a valid reward."""
+    ids = sample_prompts(pool, pairs, n_prompts, seed)
+    if not ids:
+        return None
+    plt = _pyplot()
+    valid = pool[pool["reward"].notna() & pool["prompt_id"].isin(ids)]
+    rewards = valid.groupby("prompt_id")["reward"]  # a dozen prompts: plain pandas
+    valid = valid.assign(mu=rewards.transform("mean"), sigma=rewards.transform("std", ddof=ddof).fillna(0.0))
+    first_pair = pairs.drop_duplicates("prompt_id").set_index("prompt_id")
+    labels = prompts.set_index("prompt_id")["messages"]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(ids) + 1.4))
+    for y, pid in enumerate(ids):
+        rows = valid[valid["prompt_id"] == pid]
+        ax.scatter(rows["reward"], np.full(len(rows), y), s=22, color="0.55", zorder=2,
+                   label="response" if y == 0 else None)
+        mu, sigma = rows["mu"].iloc[0], rows["sigma"].iloc[0]
+        ax.scatter([mu], [y], marker="|", s=260, color="tab:blue", zorder=3, label="mu" if y == 0 else None)
+        ax.scatter([mu - 2 * sigma], [y], marker="|", s=260, color="tab:orange", zorder=3,
+                   label="mu - 2 sigma" if y == 0 else None)
+        if pid in first_pair.index:
+            p = first_pair.loc[pid]
+            ax.scatter([p["chosen_score"]], [y], s=110, facecolors="none", edgecolors="tab:green", linewidths=2,
+                       zorder=4, label="chosen" if y == 0 else None)
+            ax.scatter([p["rejected_score"]], [y], s=110, marker="X", color="tab:red", zorder=4,
+                       label="rejected" if y == 0 else None)
+    ax.set_yticks(range(len(ids)), [prompt_label(labels.get(pid, [])) for pid in ids], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("reward (weighted sum of scorers)")
+    ax.set_title(f"Rewards of {len(ids)} sampled prompts (sigma with ddof={ddof})")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(ids), 1)), ncol=5, fontsize=8,
+              frameon=False)
+    return _save(fig, path)
+
+
+def margin_histogram(pairs: pd.DataFrame, path: Path) -> Path | None:
+    if pairs.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    margins = pairs["margin"].to_numpy(dtype=np.float64)
+    ax.hist(margins, bins=min(40, max(5, len(margins) // 3)), color="tab:blue", alpha=0.85)
+    ax.axvline(float(np.median(margins)), color="k", linestyle="--", linewidth=1,
+               label=f"median {np.median(margins):.3g}")
+    ax.set_xlabel("margin = chosen reward - rejected reward")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"Pair margins ({len(margins)} pairs)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ches_values(pairs: pd.DataFrame, drops: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """{"ln_ches"|"ches": {"kept": values, "dropped": values}} for the scores the ches filter computed.
+
+    Kept pairs carry both scores as columns of pairs.parquet; a dropped pair's score (the one the filter used)
+    is in its drop detail. Empty when no ches filter ran."""
+    out: dict[str, dict[str, list]] = {}
+    for column in ("ln_ches", "ches"):
+        if column in pairs and pairs[column].notna().any():
+            out.setdefault(column, {"kept": [], "dropped": []})["kept"] = pairs[column].dropna().tolist()
+    ches_drops = drops[drops["reason"] == "ches_filtered"] if len(drops) else drops
+    for detail in ches_drops.get("detail", pd.Series(dtype=object)).fillna(""):
+        for column, value in _CHES_DETAIL.findall(detail):  # a prompt-level row lists all its removed pairs
+            out.setdefault(column, {"kept": [], "dropped": []})["dropped"].append(float(value))
+    return {c: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()} for c, d in out.items()}
+
+
+def ches_histogram(pairs: pd.DataFrame, drops: pd.DataFrame, path: Path) -> Path | None:
+    """The score the filter ranked by (the one its drop details name; LN-CHES when it dropped nothing)."""
+    values = ches_values(pairs, drops)
+    if not values:
+        return None
+    used = [c for c in ("ln_ches", "ches") if c in values and len(values[c]["dropped"])]
+    column = used[0] if used else ("ln_ches" if "ln_ches" in values else "ches")
+    kept, dropped = values[column]["kept"], values[column]["dropped"]
+    both = np.concatenate([kept, dropped])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bins = np.histogram_bin_edges(both, bins=min(40, max(5, len(both) // 3)))
+    ax.hist([kept, dropped], bins=bins, stacked=True, color=["tab:blue", "tab:red"],
+            label=[f"kept ({len(kept)})", f"dropped ({len(dropped)})"])
+    ax.set_xlabel(("LN-CHES" if column == "ln_ches" else "CHES") + " (higher: more likelihood displacement)")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"CHES filter: {len(both)} pairs scored")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: int = 12) -> dict[str, Path]:
+    """Draw every figure that applies into run_dir/plots; {name: path}. `pool` is rewards.combine's output."""
+    run_dir = Path(run_dir)
+    pairs = read_run_table(run_dir, "pairs")
+    drops = read_run_table(run_dir, "drops")
+    prompts = read_run_table(run_dir, "prompts")
+    selection = manifest["config"]["selection"]
+    ddof = int(selection.get("params", {}).get("ddof", 0)) if selection["rule"] == "mu_2sigma" else 0
+    plots = run_dir / "plots"
+    drawn = {
+        "rewards": reward_distributions(pool, pairs, prompts, plots / "rewards.png", n_prompts, ddof),
+        "margins": margin_histogram(pairs, plots / "margins.png"),
+        "ches": ches_histogram(pairs, drops, plots / "ches.png"),
+    }
+    return {name: path for name, path in drawn.items() if path is not None}
+
+
+def read_run_table(run_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table of a run directory with the file's own schema (older runs may lack columns added since).
+    columns: read only these (candidates' texts are most of a large run's bytes)."""
+    import pyarrow.parquet as pq
+    path = Path(run_dir) / f"{name}.parquet"
+    df = pq.read_table(path, columns=columns).to_pandas() if path.exists() else schema.empty(schema.TABLES[name])
+    return df[columns] if columns else df
