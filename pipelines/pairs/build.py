@@ -113,6 +113,8 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
     })
     if concatenated is not None:
         manifest["counts"]["dstc_concatenated"] = concatenated
+    from pipelines.reporting.audit import pair_audit
+    manifest["audit"] = pair_audit(pairs, candidates, scores)
     manifest["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
     from pipelines.reporting.report import write_reports  # matplotlib is imported only here, at the end of a run
     pool = rewards.combine(candidates, scores, weights, selection.normalize)

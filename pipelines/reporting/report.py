@@ -19,6 +19,8 @@ def _document(title: str, count_rows: list[tuple], manifest: dict, output: str) 
     """Counts, drops by reason, time per stage, and where the output is, as one markdown document."""
     lines = [f"# {title} `{manifest['run_id']}`", "", *_md_table(["stage", "count"], count_rows)]
     lines += ["", "## Drops by reason", "", *_md_table(["stage", "reason", "rows"], _drop_lines(manifest))]
+    if "audit" in manifest:
+        lines += ["", "## Pair audit", "", *_md_table(["check", "value"], _audit_rows(manifest))]
     lines += ["", "## Time per stage (s)", "", *_md_table(["stage", "seconds"], _timing_rows(manifest))]
     return "\n".join(lines + ["", f"Output: `{manifest['run_dir']}` ({output})"])
 
@@ -53,12 +55,18 @@ def step_summary_markdown(manifest: dict) -> str:
     return _document("pairsmith step-pairs run", rows, manifest, "step_pairs.parquet, trees/")
 
 
+def _audit_rows(manifest: dict) -> list[tuple[str, str]]:
+    from pipelines.reporting.audit import audit_rows
+    return audit_rows(manifest["audit"]) if "audit" in manifest else []
+
+
 def summary_text(manifest: dict) -> str:
     c = manifest["counts"]
     drops = ", ".join(f"{r}={n}" for _, r, n in _drop_lines(manifest)) or "none"
+    audit = "; ".join(f"{what} {value}" for what, value in _audit_rows(manifest))
     return (f"pairsmith run {manifest['run_id']}: {c['prompts_in']} prompts -> {c['candidates']} candidates -> "
             f"{c['pairs']} pairs ({c['prompts_paired']} prompts paired, {c['prompts_dropped']} dropped)\n"
-            f"drops: {drops}\n"
+            f"drops: {drops}\n" + (f"pair audit: {audit}\n" if audit else "") +
             f"wall {manifest['wall_seconds']:.1f}s; written to {manifest['run_dir']}/pairs.parquet")
 
 
@@ -124,6 +132,7 @@ model <code>{escape(manifest['config']['sampler']['model'])}</code>, rule
 <code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.</p>
 <h2>Counts</h2>{_html_table(['stage', 'count'], _count_rows(manifest))}
 <h2>Drops by reason</h2>{_html_table(['stage', 'reason', 'rows'], _drop_lines(manifest))}
+<h2>Pair audit</h2>{_html_table(['check', 'value'], _audit_rows(manifest))}
 <h2>Time per stage (s)</h2>{_html_table(['stage', 'seconds'], _timing_rows(manifest))}
 {figs}
 </body></html>
@@ -162,6 +171,7 @@ def dataset_card(manifest: dict, models: list[str] | None = None) -> str:
                sel.get("pool_filters", []) + sel.get("pair_filters", [])]
     drops = "\n".join(f"| {st} | {r} | {n} | {schema.REASONS.get(r, '')} |" for st, r, n in _drop_lines(manifest))
     columns = ", ".join(f"`{f.name}`" for f in schema.PAIRS)
+    audit = "\n".join(f"| {what} | {value} |" for what, value in _audit_rows(manifest))
     resolved = f" (loaded as {', '.join(f'`{m}`' for m in models)})" if models and models != [s["model"]] else ""
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
@@ -188,6 +198,12 @@ in `drops.parquet` with a reason.
 | prompts in | loaded | candidates | scores (errors) | pairs | prompts paired | prompts dropped |
 |---|---|---|---|---|---|---|
 | {c['prompts_in']} | {c['prompts_loaded']} | {c['candidates']} | {c['scores']} ({c['score_errors']}) | {c['pairs']} | {c['prompts_paired']} | {c['prompts_dropped']} |
+
+### Pair audit
+
+| check | value |
+|---|---|
+{audit or '| pairs | 0 |'}
 
 ### Drops by reason
 
