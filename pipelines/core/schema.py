@@ -109,6 +109,7 @@ REASONS = {
     "implicit_margin_filtered": "DPO implicit margin (policy vs reference) outside the configured bounds",
     "low_dual_margin": "pair not in the top fraction by aggregated external + implicit margin",
     "duplicate_response": "near-duplicate (embedding cosine) of a higher-reward response to the same prompt",
+    "truncated": "response cut at the token cap (finish_reason length): an artifact of the budget, not a preference",
     "not_diverse": "pair not picked by the quality + diversity subset selection",
 }
 

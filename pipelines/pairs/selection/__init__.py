@@ -39,6 +39,7 @@ RULES = {
 POOL_FILTERS: dict[str, str] = {
     "dedup_responses": "pipelines.pairs.selection.dedup:dedup_responses",
     "dedup_prompts": "pipelines.pairs.selection.dedup:dedup_prompts",
+    "drop_truncated": "pipelines.pairs.selection.truncated:drop_truncated",
 }
 PAIR_FILTERS: dict[str, str] = {
     "margin": "pipelines.pairs.selection.margin:margin",
