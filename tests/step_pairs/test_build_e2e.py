@@ -4,25 +4,25 @@ The CLI run (--no-prefect) samples; the Prefect flow then runs the same config i
 resume every batch from the cache (no engine call) and give the same pairs.
 
 Why sums and not the shipped word problems: a pair needs a prompt the policy gets right only sometimes, and at
-this size the 135M model gets the word problems right too rarely (benchmarks/RESULTS.md "Step-pair yield": 0 pairs in every
-measured setting). On these sums it is right on some branches and wrong on others: with seed 0 on this machine's
-CPU kernels the run gave 6 pairs (2 step, 2 trajectory, 2 correction) from 2 of the 4 prompts in ~1,300 sampled
-tokens. `pairs > 0` is that observation: another seed, torch build or CPU can sample other texts.
+this size the 135M model gets the word problems right too rarely (benchmarks/RESULTS.md "Step-pair yield": 0 pairs
+in every measured setting). On these sums it is right on some branches and wrong on others: with seed 0 on this
+machine's CPU kernels the run gave 6 pairs (2 step, 2 trajectory, 2 correction) from 2 of the 4 prompts in ~1,300
+sampled tokens. `pairs > 0` is that observation: another seed, torch build or CPU can sample other texts.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipelines.core import schema
+from tests.helpers import ROOT
 
 SUMS = [("easy-1", "What is 17 + 25?", "42"), ("easy-3", "What is 9 + 8?", "17"),
         ("easy-4", "What is 23 + 19?", "42"), ("easy-5", "What is 14 + 29?", "43")]
-SMALL = str(Path(__file__).resolve().parents[1] / "configs" / "step_pairs_small.yaml")
+SMALL = str(ROOT / "configs" / "step_pairs_small.yaml")
 
 
 @pytest.fixture(scope="module")

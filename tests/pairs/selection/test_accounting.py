@@ -2,7 +2,8 @@
 (scores -> rewards.combine -> rule -> pair filters -> TRL rows), checked row by row.
 
 The model-based filters (CHES, implicit margin, dedup, diversity) have their own tests on the real models
-(tests/test_selection_models.py); `dual_margin` runs here on the external margin alone, which needs no model.
+(tests/pairs/selection/test_model_filters.py); `dual_margin` runs here on the external margin alone, which needs no
+model.
 """
 
 from __future__ import annotations
