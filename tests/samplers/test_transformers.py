@@ -7,6 +7,7 @@ import pytest
 from pipelines.core import ids, schema
 from pipelines.core.config import SamplerConfig
 from pipelines.pairs import stages
+from tests.helpers import prompts_frame
 
 Q1 = schema.user_messages("What is 3 + 4?")
 Q2 = schema.user_messages("Name a colour of the sky on a clear day, in one word.")
@@ -47,8 +48,7 @@ def test_generation_fields_and_logprobs_match_a_forward_pass(transformers_sample
 
 
 def test_sample_stage_builds_candidates_with_per_prompt_seeds(transformers_sampler, small_sampler_cfg):
-    prompts = schema.frame([dict(prompt_id=ids.prompt_id(m), source="t", row=i + 1, messages=m)
-                            for i, m in enumerate([Q1, Q2])], schema.PROMPTS)
+    prompts = prompts_frame([Q1, Q2])
     cands, drops = stages.sample_stage(prompts, transformers_sampler, small_sampler_cfg)
     assert drops.empty and len(cands) == 2 * small_sampler_cfg.k
     assert cands.groupby("prompt_id")["sample_index"].apply(sorted).tolist() == [[0, 1, 2]] * 2
@@ -77,5 +77,6 @@ def test_temperature_zero_is_greedy(smollm_dir):
     assert a.text == b.text
     ids = sampler.tokenizer(sampler.render(conv), return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        out = sampler.model.generate(ids, do_sample=False, max_new_tokens=8, pad_token_id=sampler.tokenizer.pad_token_id)
+        out = sampler.model.generate(ids, do_sample=False, max_new_tokens=8,
+                                     pad_token_id=sampler.tokenizer.pad_token_id)
     assert a.text == sampler.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

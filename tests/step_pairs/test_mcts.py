@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from pipelines.core import ids, schema
+from pipelines.core import schema
 from pipelines.step_pairs import extract, first_error, mcts
 from pipelines.step_pairs.config import CorrectionConfig, MCTSConfig
 from samplers import Generation
+from tests.helpers import ScriptedSampler, prompts_frame
 
 QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "What is 40 + 1?"}]
 
@@ -148,37 +149,31 @@ def test_rendered_prompt_is_question_plus_prefix():
 
 # ---- batching: one sampler call per round, whatever the number of trees ----------------------------------------
 
-class ScriptedSampler:
-    """Answers from a script keyed by the answer so far; records every call."""
-    name, model_name = "fake", "fake-model"
+def answer_so_far(conversation) -> str:
+    return conversation[-1]["content"] if conversation[-1]["role"] == "assistant" else ""
 
-    def __init__(self):
-        self.calls = []
 
-    def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
-        self.calls.append(dict(n_conversations=len(conversations), n=n, continue_final=continue_final, stop=stop,
-                               max_new_tokens=max_new_tokens))
-        out = []
-        for conv in conversations:
-            prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
-            if stop:   # an expansion: two different next steps
-                if not prefix:
-                    texts = [("Add forty and one", "\n\n"), ("Subtract one", "\n\n")]
-                else:
-                    answer = "41" if prefix.startswith("Add") else "39"
-                    texts = [(f"So {answer}", None), (f"Thus {answer}", None)]
-            else:      # a rollout: finish the answer
-                texts = [(" so 41" if prefix.startswith("Add") else " so 39", None)] * n
-            out.append([Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]])
-        return out
+def add_or_subtract(conversation, n, *, stop, **options):
+    """The script of the search tests, keyed by the answer so far (3 tokens a sample)."""
+    prefix = answer_so_far(conversation)
+    if stop:   # an expansion: two different next steps
+        if not prefix:
+            texts = [("Add forty and one", "\n\n"), ("Subtract one", "\n\n")]
+        else:
+            answer = "41" if prefix.startswith("Add") else "39"
+            texts = [(f"So {answer}", None), (f"Thus {answer}", None)]
+    else:      # a rollout: finish the answer
+        texts = [(" so 41" if prefix.startswith("Add") else " so 39", None)] * n
+    return [Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]]
 
-    def render(self, messages, continue_final=False):
-        return "|".join(m["content"] for m in messages)
+
+def scripted(reply=add_or_subtract) -> ScriptedSampler:
+    return ScriptedSampler(reply, name="fake", model_name="fake-model")
 
 
 def run_search(n_trees: int, **cfg):
     trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(n_trees)]
-    sampler = ScriptedSampler()
+    sampler = scripted()
     config = MCTSConfig(**{**dict(iterations=3, branching=2, max_depth=3, step_tokens=7, rollouts=1,
                                   rollout_tokens=9), **cfg})
     stats = mcts.search(trees, sampler, outcome, config)
@@ -224,25 +219,21 @@ def test_rollout_budget_and_depth_limit():
 
 
 def test_a_blank_line_after_a_step_extends_its_delimiter():
-    class BlankLine(ScriptedSampler):   # after "A\n" the policy writes a blank line, then the answer
-        def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
-            self.calls.append(dict(stop=stop))
-            out = []
-            for conv in conversations:
-                prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
-                if not stop:
-                    texts = [(" so 41" if prefix.startswith("A") else " so 39", None)]
-                elif not prefix:
-                    texts = [("A", "\n"), ("B", "\n")]
-                elif prefix == "A\n":
-                    texts = [("", "\n"), ("", "\n")]
-                else:
-                    texts = [("So 41", None), ("Thus 41", None)]
-                out.append([Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]])
-            return out
+    def blank_line(conversation, n, *, stop, **options):   # after "A\n" the policy writes a blank line, then the answer
+        prefix = answer_so_far(conversation)
+        if not stop:
+            texts = [(" so 41" if prefix.startswith("A") else " so 39", None)]
+        elif not prefix:
+            texts = [("A", "\n"), ("B", "\n")]
+        elif prefix == "A\n":
+            texts = [("", "\n"), ("", "\n")]
+        else:
+            texts = [("So 41", None), ("Thus 41", None)]
+        return [Generation(t, "stop", 10, 3, -1.0, stop_reason=s) for t, s in texts[:n]]
 
     tree = mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)
-    mcts.search([tree], BlankLine(), outcome, MCTSConfig(iterations=3, branching=2, max_depth=3, delimiters=["\n"]))
+    mcts.search([tree], scripted(blank_line), outcome,
+                MCTSConfig(iterations=3, branching=2, max_depth=3, delimiters=["\n"]))
     a = tree.root.children[0]
     # round 2 gave only blank lines after "A": not the end of the answer, and its rollout value stays
     assert (a.step, a.delimiter, a.terminal, a.value) == ("A", "\n\n", False, 1.0)
@@ -250,16 +241,13 @@ def test_a_blank_line_after_a_step_extends_its_delimiter():
 
 
 def test_self_evaluation_is_one_call_per_round():
-    class YesSampler(ScriptedSampler):
-        def generate(self, conversations, n, seeds, **kw):
-            if kw.get("max_new_tokens") == 3:
-                self.calls.append(dict(n_conversations=len(conversations), self_eval=True))
-                return [[Generation("Yes", "stop", 1, 1, None), Generation("No", "stop", 1, 1, None)]
-                        for _ in conversations]
-            return super().generate(conversations, n, seeds, **kw)
+    def yes_and_no(conversation, n, **options):
+        if options["max_new_tokens"] == 3:   # the self-evaluation question
+            return [Generation("Yes", "stop", 1, 1, None), Generation("No", "stop", 1, 1, None)]
+        return add_or_subtract(conversation, n, **options)
 
     trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(3)]
-    sampler = YesSampler()
+    sampler = scripted(yes_and_no)
     stats = mcts.search(trees, sampler, outcome, MCTSConfig(iterations=1, rollouts=0, self_eval=True))
     assert stats.engine_calls == {"expand": 1, "rollout": 0, "self_eval": 1}
     add = trees[0].root.children[0]
@@ -274,25 +262,17 @@ def test_split_steps_is_lossless():
     assert first_error.split_steps("a\n\nb", ["\n\n"]) == [("a", "\n\n"), ("b", "")]
 
 
-class CorrectionSampler(ScriptedSampler):
+def one_wrong_solution(conversation, n, *, continue_final, **options):
     """Solutions: one right, one wrong (A, B, C -> 39). Rollouts: right from "" and "A", wrong after "B"."""
-
-    def generate(self, conversations, n, seeds, *, continue_final=False, stop=None, max_new_tokens=None):
-        self.calls.append(dict(n_conversations=len(conversations), continue_final=continue_final))
-        if not continue_final:
-            return [[Generation("A\n\nB\n\nC 39", "stop", 5, 5, -1.0), Generation("A\n\nD 41", "stop", 5, 5, -1.0)]
-                    for _ in conversations]
-        out = []
-        for conv in conversations:
-            prefix = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
-            text = "E\n\nF 41" if "B" not in prefix else "G 39"
-            out.append([Generation(text, "stop", 5, 5, -1.0)] * n)
-        return out
+    if not continue_final:
+        return [Generation("A\n\nB\n\nC 39", "stop", 5, 5, -1.0), Generation("A\n\nD 41", "stop", 5, 5, -1.0)]
+    text = "E\n\nF 41" if "B" not in answer_so_far(conversation) else "G 39"
+    return [Generation(text, "stop", 5, 5, -1.0)] * n
 
 
 def test_first_error_pair_from_rollouts():
     trees = [mcts.Tree(prompt_id=f"p{i}", messages=QUESTION, reference="41", seed=i) for i in range(2)]
-    sampler, stats = CorrectionSampler(), mcts.SearchStats()
+    sampler, stats = scripted(one_wrong_solution), mcts.SearchStats()
     rows, drops = first_error.first_error_pairs(trees, sampler, outcome, CorrectionConfig(rollouts=2, max_steps=6),
                                                 ["\n\n"], stats)
     assert {k: v for k, v in stats.engine_calls.items() if v} == {"correction_sample": 1, "correction_rollout": 1}
@@ -305,29 +285,21 @@ def test_first_error_pair_from_rollouts():
 
 
 def test_first_error_drops_are_explicit():
-    class AllRight(CorrectionSampler):
-        def generate(self, conversations, n, seeds, **kw):
-            return [[Generation("A 41", "stop", 5, 5, -1.0)] * n for _ in conversations]
+    def always(text, finish="stop"):   # every solution and every rollout is this text
+        return scripted(lambda conversation, n, **options: [Generation(text, finish, 5, 5, -1.0)] * n)
 
     trees = [mcts.Tree(prompt_id="p", messages=QUESTION, reference="41", seed=0)]
-    rows, drops = first_error.first_error_pairs(trees, AllRight(), outcome, CorrectionConfig(), ["\n\n"],
+    rows, drops = first_error.first_error_pairs(trees, always("A 41"), outcome, CorrectionConfig(), ["\n\n"],
                                                 mcts.SearchStats())
     assert rows == [] and [d["reason"] for d in drops] == ["no_wrong_solution"]
 
-    class CutOff(CorrectionSampler):      # wrong only because cut at solution_tokens: no final answer yet
-        def generate(self, conversations, n, seeds, **kw):
-            return [[Generation("A\n\nB 39 and", "length", 5, 5, -1.0)] * n for _ in conversations]
-
-    rows, drops = first_error.first_error_pairs(trees, CutOff(), outcome, CorrectionConfig(samples=2), ["\n\n"],
-                                                mcts.SearchStats())
+    # wrong only because cut at solution_tokens: no final answer yet
+    rows, drops = first_error.first_error_pairs(trees, always("A\n\nB 39 and", "length"), outcome,
+                                                CorrectionConfig(samples=2), ["\n\n"], mcts.SearchStats())
     assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
            [("no_wrong_solution", "2 sampled solutions: 2 cut at solution_tokens, the other 0 verified correct")]
 
-    class Hopeless(CorrectionSampler):
-        def generate(self, conversations, n, seeds, **kw):
-            return [[Generation("A\n\nB 39", "stop", 5, 5, -1.0)] * n for _ in conversations]
-
-    rows, drops = first_error.first_error_pairs(trees, Hopeless(), outcome, CorrectionConfig(), ["\n\n"],
+    rows, drops = first_error.first_error_pairs(trees, always("A\n\nB 39"), outcome, CorrectionConfig(), ["\n\n"],
                                                 mcts.SearchStats())
     assert rows == [] and [(d["reason"], d["detail"]) for d in drops] == \
            [("no_correction", "no rollout from the question reaches the answer")]
@@ -336,26 +308,13 @@ def test_first_error_drops_are_explicit():
 
 # ---- one batch end to end, fake model ----------------------------------------------------------------------------
 
-class FakeEngine(ScriptedSampler):
-    max_context = 4096
-
-    def prompt_tokens(self, messages):
-        return 10
-
-
 def test_build_batch_accounts_for_every_prompt_and_mode():
     from pipelines.step_pairs import build as step_build
     from pipelines.step_pairs.config import StepPairsConfig
 
-    def prompt(text, reference):
-        messages = [{"role": "user", "content": text}]
-        return dict(prompt_id=ids.prompt_id(messages), source="t", row=1, messages=messages,
-                    reference=reference, meta="{}")
-
-    prompts = schema.frame([prompt("What is 40 + 1?", "41"), prompt("And 41 + 0?", "41"),
-                            prompt("No answer known", None)], schema.PROMPTS)
+    prompts = prompts_frame(["What is 40 + 1?", "And 41 + 0?", "No answer known"], references=["41", "41", None])
     config = StepPairsConfig(mcts=MCTSConfig(iterations=3, max_depth=3), correction=CorrectionConfig(samples=2))
-    engine = FakeEngine()
+    engine = scripted()   # the script of the search tests; prompt_tokens 10, max_context 4096
     rows, drops, trees, calls, stats = step_build.build_batch(prompts, engine, outcome, config)
     pids = prompts["prompt_id"].tolist()
     assert [t.prompt_id for t in trees] == pids[:2]
