@@ -59,6 +59,13 @@ def scored_frames(items, *, system: str | None = None) -> tuple[pd.DataFrame, pd
     return candidates_frame(dict(zip(prompts["prompt_id"], answers))), prompts
 
 
+def all_prompts(**prompts_config) -> pd.DataFrame:
+    """Every prompt the loader gives for these PromptsConfig fields (no limit)."""
+    from pipelines.core.config import PromptsConfig
+    from pipelines.loaders import load_prompts
+    return load_prompts(PromptsConfig(limit=None, **prompts_config))[0]
+
+
 # ---- reward pools (what rewards.combine gives the selection rules) -------------------------------------------
 
 def pool_rows(rows) -> pd.DataFrame:
@@ -145,6 +152,16 @@ def vllm_cpu_engine(max_model_len: int) -> dict:
 # the vllm sampler of the engine tests: get_sampler caches the engine, so a session running several of them
 # starts it once (the step search sets its own max_new_tokens on every call; it does not use k)
 VLLM_SAMPLER = dict(name="vllm", k=3, max_new_tokens=24, temperature=0.9, engine_kwargs=vllm_cpu_engine(1024))
+
+
+def subprocess_env() -> dict:
+    """The environment of a project process started by a test: offline, this checkout's code first, one thread."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))  # the code under test, not an installed copy
+    # every run on one thread: the same float summation order in all of them (and no OpenMP spinning on a shared
+    # machine)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -1,4 +1,4 @@
-"""Held-out split (train and eval never overlap) and the evaluation flow on the real embedded model."""
+"""Evaluation on the held-out split: its config, and a run on the real embedded model."""
 
 from __future__ import annotations
 
@@ -7,38 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from pipelines.core.config import PromptsConfig
 from pipelines.evaluation.evaluate import EvalConfig
-from pipelines.loaders import load_prompts, split_of
-
-
-def _ids(**kw):
-    prompts, _ = load_prompts(PromptsConfig(limit=None, **kw))
-    return prompts
-
-
-def test_train_and_eval_splits_are_disjoint_and_cover_the_file():
-    train, held_out, everything = _ids(split="train"), _ids(split="eval"), _ids(split="all")
-    assert not set(train["prompt_id"]) & set(held_out["prompt_id"])
-    assert set(train["prompt_id"]) | set(held_out["prompt_id"]) == set(everything["prompt_id"])
-    assert 0.1 < len(held_out) / len(everything) < 0.3  # eval_fraction 0.2 of 240 prompts
-    # deterministic, and independent of the system prompt (only the user turn is hashed)
-    other_system = _ids(split="eval", system_prompt="Be brief.")
-    assert other_system["row"].tolist() == held_out["row"].tolist()
-    texts = lambda df: {m[-1]["content"] for m in df["messages"]}  # noqa: E731
-    assert not texts(train) & texts(held_out)
-
-
-def test_limit_counts_prompts_of_the_split():
-    first = _ids(split="eval").head(5)
-    limited, _ = load_prompts(PromptsConfig(limit=5, split="eval"))
-    assert limited["prompt_id"].tolist() == first["prompt_id"].tolist()
-    assert all(split_of(list(m), 0.2) == "eval" for m in limited["messages"])
-
-
-def test_humaneval_split_is_disjoint():
-    train, held_out = _ids(split="train", format="humaneval"), _ids(split="eval", format="humaneval")
-    assert len(train) + len(held_out) == 164 and not set(train["prompt_id"]) & set(held_out["prompt_id"])
+from tests.helpers import all_prompts
 
 
 def test_eval_config_defaults_to_held_out_greedy():
@@ -63,19 +33,10 @@ def test_evaluate_math_on_embedded_model(tmp_path, smollm_dir):
         assert len(r["responses"]) == 1 and r["reference"] is not None
         resp = r["responses"][0]
         assert resp["correct"] == (resp["score"] == 1.0) and resp["text"]
-    held_out = set(_ids(split="eval")["prompt_id"])
+    held_out = set(all_prompts(split="eval")["prompt_id"])
     assert {r["prompt_id"] for r in saved["results"]} <= held_out
     # greedy is deterministic: the same model gives the same texts again
     again = run(EvalConfig.model_validate({"output": str(tmp_path / "again.json"), "prompts": {"limit": 3},
                                            "sampler": {"max_new_tokens": 24, "batch_prompts": 3}}))
     assert [r["responses"][0]["text"] for r in again["results"]] == \
         [r["responses"][0]["text"] for r in result["results"]]
-
-
-@pytest.mark.slow
-def test_evaluate_prefect_flow(tmp_path, prefect_harness, smollm_dir):
-    from flows.evaluate import main
-    out = tmp_path / "flow.json"
-    assert main(["--output", str(out), "--prompts.limit", "1", "--sampler.max_new_tokens", "8"]) == 0
-    saved = json.loads(out.read_text())
-    assert saved["n"] == 1 and saved["split"] == "eval" and saved["config"]["sampler"]["temperature"] == 0.0

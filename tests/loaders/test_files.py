@@ -1,4 +1,4 @@
-"""Schema ids and the prompt loaders' handling of bad input (each case names the file and line)."""
+"""The prompt file loaders (JSONL, Parquet, CSV) and their handling of bad input (each case names the file and line)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.core import ids, schema
 from pipelines.core.config import PromptsConfig
 from pipelines.loaders import PromptFileError, load_prompts
 
@@ -20,28 +19,6 @@ def _jsonl(tmp_path, lines, name="p.jsonl"):
 
 def _load(path, **kw):
     return load_prompts(PromptsConfig(path=str(path), system_prompt=None, **kw))
-
-
-def test_ids_are_content_hashes():
-    a = schema.user_messages("What is 2+2?")
-    assert ids.prompt_id(a) == ids.prompt_id([dict(m) for m in a])
-    assert ids.prompt_id(a) != ids.prompt_id(schema.user_messages("What is 2+3?"))
-    assert ids.prompt_id(a) != ids.prompt_id(schema.user_messages("What is 2+2?", system="Be brief."))
-    c1 = ids.candidate_id("p", "m", 1, 0, "four")
-    assert c1 == ids.candidate_id("p", "m", 1, 0, "four")
-    assert c1 != ids.candidate_id("p", "m", 1, 1, "four")
-
-
-def test_to_table_rejects_unknown_columns_and_fills_missing():
-    with pytest.raises(ValueError, match="not in the schema"):
-        schema.to_table(pd.DataFrame({"prompt_id": ["x"], "bogus": [1]}), schema.DROPS)
-    t = schema.to_table(pd.DataFrame({"prompt_id": ["x"], "stage": ["load"], "reason": ["tie"]}), schema.DROPS)
-    assert t.schema == schema.DROPS and t.column("candidate_id").null_count == 1
-
-
-def test_drop_rows_refuses_unknown_reason():
-    with pytest.raises(ValueError, match="unknown drop reason"):
-        schema.drop_rows(["p"], "select", "because")
 
 
 def test_loads_jsonl_with_reference_and_meta(tmp_path):

@@ -1,4 +1,7 @@
-"""End to end on the real embedded model: run dir contract, accounting, TRL loading, resume, the Prefect flow."""
+"""End to end on the real embedded model: run dir contract, accounting, TRL loading, resume, the Prefect flow.
+
+The Prefect flow's test is here, not in tests/flows/, because it resumes from the shards of this module's run.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,11 @@ import pytest
 
 from pipelines.pairs.build import run_local
 from pipelines.pairs.config import BuildConfig
+from tests.helpers import small_build_config
 
 
 def _config(tmp_path, **kw) -> BuildConfig:
-    data = {"output_dir": str(tmp_path / "runs"), "prompts": {"limit": 3},
-            "sampler": {"k": 3, "max_new_tokens": 24, "temperature": 0.9, "batch_prompts": 4},
-            "batch_size": 2}
-    data.update(kw)
-    return BuildConfig.model_validate(data)
+    return small_build_config(tmp_path / "runs", **kw)  # 3 prompts, k=3, batches of 2
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +80,3 @@ def test_prefect_flow_runs_the_same_stages(first_run, prefect_harness):
     a = pd.read_parquet(f"{first['run_dir']}/pairs.parquet")
     b = pd.read_parquet(f"{manifest['run_dir']}/pairs.parquet")
     pd.testing.assert_frame_equal(a, b)
-
-
-def test_cli_help_does_not_import_heavy_modules():
-    import subprocess
-    import sys
-    code = ("import sys, flows.build_pairs as f, flows.cli as c; c.parser(f.BuildConfig, 'x', 'y').format_help(); "
-            "print(sorted(m for m in ('torch', 'prefect', 'transformers', 'vllm') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
-def test_cli_rejects_bad_config_with_exit_2(capsys):
-    from flows.build_pairs import main
-    assert main(["--sampler.k", "1"]) == 2
-    assert "sampler.k" in capsys.readouterr().err
-    assert main(["--selection.rule", "nope"]) == 2

@@ -144,8 +144,8 @@ def test_a_run_without_pairs_still_gets_its_report_and_card(tmp_path, monkeypatc
 def test_sampled_prompts_prefer_paired_ones_and_are_stable(ches_run):
     run_dir = ches_run["run_dir"]
     weights = {s["name"]: s["weight"] for s in ches_run["config"]["scorers"]}
-    pool = rewards.combine(pd.read_parquet(f"{run_dir}/candidates.parquet"), pd.read_parquet(f"{run_dir}/scores.parquet"),
-                           weights)
+    pool = rewards.combine(pd.read_parquet(f"{run_dir}/candidates.parquet"),
+                           pd.read_parquet(f"{run_dir}/scores.parquet"), weights)
     pairs = pd.read_parquet(f"{run_dir}/pairs.parquet")
     picked = plots.sample_prompts(pool, pairs, n=3)
     assert len(picked) == 3 and set(picked) <= set(pairs["prompt_id"])
@@ -165,18 +165,6 @@ def test_artifact_markdown_inlines_the_figures(ches_run):
 def test_size_category_buckets():
     assert [report.size_category(n) for n in (0, 999, 1000, 123_456, 20_000_000)] == \
         ["n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "10M<n<100M"]
-
-
-def test_batch_progress_lines_and_eta(monkeypatch):
-    from pipelines.core import progress
-    clock = iter([100.0, 130.0, 160.0, 161.0])  # start, then one reading per finished batch
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
-    p = progress.BatchProgress(total_batches=3, total_prompts=80)
-    assert p.done(30, resumed=True) == "batch 1/3 done, 30/80 prompts (38%), 30s elapsed, ETA unknown"
-    # 60 s elapsed, 30 prompts computed (the resumed batch is not in the rate): 2 s/prompt, 20 left
-    assert p.done(30) == "batch 2/3 done, 60/80 prompts (75%), 1m00s elapsed, ETA 40s"
-    assert p.done(20) == "batch 3/3 done, 80/80 prompts (100%), 1m01s elapsed, done"
-    assert p.fraction == 1.0
 
 
 def test_step_summary_markdown():

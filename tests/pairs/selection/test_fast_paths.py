@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core import schema
 from pipelines.pairs.selection import common, select
 from pipelines.pairs.selection.details import format_g6
 from pipelines.pairs.selection.grouped import ROW_COLUMNS
@@ -146,18 +145,3 @@ def test_format_g6_is_python_g6():
         [0.0, -0.0, np.nan, np.inf, -np.inf, 9.999995, 99999.95, 999999.5, 999999.4, 0.000099999995, 1e-4, 1e-5,
          1e6, 1e5, 0.1234565, 2.5, 0.5, 1.0000005, 123456.5, 5e-324, 1.7e308]])
     assert format_g6(values).to_pylist() == [f"{v:.6g}" for v in values.tolist()]
-
-
-def test_drop_rows_accepts_sequences_series_and_arrow():
-    d = schema.drop_rows(pd.Index(["a", "b"]), "select", "tie", pd.Series(["x", None], index=[7, 3]),
-                         rule="r", candidate_ids=np.array(["c", None], dtype=object))
-    assert list(d.columns) == schema.DROPS.names
-    assert d["prompt_id"].tolist() == ["a", "b"] and d["detail"].iloc[0] == "x" and pd.isna(d["detail"].iloc[1])
-    assert d["candidate_id"].iloc[0] == "c" and pd.isna(d["candidate_id"].iloc[1])
-    assert (d["rule"] == "r").all() and (d["reason"] == "tie").all()
-    g = schema.drop_rows((p for p in ["a"]), "select", "tie")
-    assert g["detail"].tolist() == [""] and g["candidate_id"].isna().all()
-    with pytest.raises(ValueError, match="different lengths"):
-        schema.drop_rows(["a"], "select", "tie", ["x", "y"])
-    with pytest.raises(ValueError, match="unknown drop reason"):
-        schema.drop_rows(["a"], "select", "nope")
