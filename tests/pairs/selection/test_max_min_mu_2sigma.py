@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.pairs import rewards
 from pipelines.pairs.selection import select
-
-
-def pool(rows: dict[str, list[float | None]]) -> pd.DataFrame:
-    """{prompt: [reward per sample_index]} -> pool frame; None = a scorer error."""
-    out = []
-    for p, rs in rows.items():
-        for i, r in enumerate(rs):
-            out.append(dict(prompt_id=p, candidate_id=f"{p}{i}", sample_index=i,
-                            reward=np.nan if r is None else r, error="judge: boom" if r is None else None))
-    return pd.DataFrame(out)
+from tests.helpers import pool, reasons
 
 
 def pairs_of(pairs: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return {r.prompt_id: (r.chosen_id, r.rejected_id) for r in pairs.itertuples()}
-
-
-def reasons(drops: pd.DataFrame) -> dict[tuple[str, str | None], str]:
-    return {(r.prompt_id, None if pd.isna(r.candidate_id) else r.candidate_id): r.reason for r in drops.itertuples()}
 
 
 def test_max_min_basic_and_margin():
@@ -109,20 +94,3 @@ def test_tie_between_chosen_and_rejected_is_dropped():
                                                                      "rejected_point": "mu"})
     assert pairs.empty
     assert reasons(drops) == {("a", None): "tie"}
-
-
-def test_combine_weights_errors_and_zscore():
-    cands = pd.DataFrame({"prompt_id": ["p", "p", "p"], "candidate_id": ["c0", "c1", "c2"], "sample_index": [0, 1, 2]})
-    scores = pd.DataFrame({
-        "candidate_id": ["c0", "c1", "c2"] * 2, "prompt_id": ["p"] * 6,
-        "scorer": ["a"] * 3 + ["b"] * 3,
-        "score": [1.0, 0.0, 1.0, 0.5, 0.25, None], "details": [None] * 6,
-        "error": [None] * 5 + ["timeout"]})
-    out = rewards.combine(cands, scores, {"a": 1.0, "b": 0.1})
-    assert out["reward"].tolist()[:2] == pytest.approx([1.05, 0.025])
-    assert np.isnan(out["reward"][2]) and out["error"][2] == "b: timeout"
-    z = rewards.combine(cands, scores, {"a": 1.0}, normalize="zscore")
-    # a = [1, 0, 1]: mean 2/3, pop std 0.4714 -> z = [0.7071, -1.4142, 0.7071]
-    assert z["reward"].tolist() == pytest.approx([0.70711, -1.41421, 0.70711], abs=1e-4)
-    with pytest.raises(ValueError, match="no scores from scorer"):
-        rewards.combine(cands, scores, {"c": 1.0})

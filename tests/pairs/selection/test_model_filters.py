@@ -15,6 +15,7 @@ import pytest
 
 from pipelines.core import schema
 from pipelines.pairs.selection import PAIR_FILTERS, POOL_FILTERS, SelectionContext, select
+from tests.helpers import pool_rows
 
 SYSTEM = "Answer briefly."
 
@@ -43,9 +44,7 @@ def make_pairs(rows: list[tuple[str, str, str, float, float]]) -> pd.DataFrame:
 
 def make_pool(ctx: SelectionContext, rewards: dict[str, float]) -> pd.DataFrame:
     c = ctx.candidates
-    return pd.DataFrame({"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"],
-                         "sample_index": c["sample_index"], "reward": c["candidate_id"].map(rewards),
-                         "error": None})
+    return pool_rows(zip(c["prompt_id"], c["candidate_id"], c["sample_index"], c["candidate_id"].map(rewards)))
 
 
 MATH = make_ctx(

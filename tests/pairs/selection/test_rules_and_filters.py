@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from pipelines.core import schema
 from pipelines.pairs.selection import select
 from pipelines.pairs.selection.max_random import max_random
-
-
-def pool_of(rows):
-    """rows: (prompt_id, candidate_id, sample_index, reward or None)."""
-    df = pd.DataFrame(rows, columns=["prompt_id", "candidate_id", "sample_index", "reward"])
-    df["reward"] = df["reward"].astype("float64")
-    df["error"] = np.where(df["reward"].isna(), "boom", None)
-    return df
+from tests.helpers import pool_rows
 
 
 def unaccounted(pool, pairs, drops):
@@ -31,7 +23,7 @@ def unaccounted(pool, pairs, drops):
 
 
 def test_max_random_takes_best_and_another_deterministically():
-    pool = pool_of([("p", "a", 0, 0.9), ("p", "b", 1, 0.2), ("p", "c", 2, 0.5), ("p", "d", 3, 0.9)])
+    pool = pool_rows([("p", "a", 0, 0.9), ("p", "b", 1, 0.2), ("p", "c", 2, 0.5), ("p", "d", 3, 0.9)])
     out = max_random(pool, seed=1)
     assert out["chosen_id"].tolist() == ["a"]          # tie at 0.9 goes to the lower sample_index
     assert out["rejected_id"].iloc[0] in {"b", "c", "d"}
@@ -40,14 +32,14 @@ def test_max_random_takes_best_and_another_deterministically():
 
 def test_max_random_seed_changes_some_draws():
     rows = [(f"p{i}", f"p{i}c{j}", j, float(j)) for i in range(30) for j in range(5)]
-    a, b = max_random(pool_of(rows), seed=0), max_random(pool_of(rows), seed=1)
+    a, b = max_random(pool_rows(rows), seed=0), max_random(pool_rows(rows), seed=1)
     assert (a["chosen_id"] == b["chosen_id"]).all()
     assert (a["rejected_id"] != b["rejected_id"]).any()
     assert set(a["rejected_id"]).issubset({f"p{i}c{j}" for i in range(30) for j in range(4)})
 
 
 def test_margin_filter_accounts_for_every_prompt_and_candidate():
-    pool = pool_of([
+    pool = pool_rows([
         ("err", "e1", 0, None), ("err", "e2", 1, 0.3),                      # score_error + too_few_valid
         ("flat", "f1", 0, 0.5), ("flat", "f2", 1, 0.5),                     # zero_variance
         ("small", "s1", 0, 0.50), ("small", "s2", 1, 0.45),                 # margin 0.05 < 0.1: below_margin
@@ -55,7 +47,8 @@ def test_margin_filter_accounts_for_every_prompt_and_candidate():
     ])
     pairs, drops = select(pool, "max_min", pair_filters=[("margin", {"min_margin": 0.1})])
     assert pairs[["prompt_id", "chosen_id", "rejected_id"]].values.tolist() == [["big", "b1", "b2"]]
-    by = {(p, c if isinstance(c, str) else None): r for p, c, r in drops[["prompt_id", "candidate_id", "reason"]].values}
+    by = {(p, c if isinstance(c, str) else None): r
+          for p, c, r in drops[["prompt_id", "candidate_id", "reason"]].values}
     assert by[("err", "e1")] == "score_error" and by[("err", None)] == "too_few_valid"
     assert by[("flat", None)] == "zero_variance" and by[("small", None)] == "below_margin"
     assert by[("big", "b3")] == "not_selected"
@@ -74,7 +67,7 @@ def test_margin_filter_partial_removal_writes_candidate_rows():
 
 def test_all_ranked_best_vs_rest_and_all_with_cap():
     from pipelines.pairs.selection.all_ranked import all_ranked
-    pool = pool_of([("p", "a", 0, 3.0), ("p", "b", 1, 1.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0)])
+    pool = pool_rows([("p", "a", 0, 3.0), ("p", "b", 1, 1.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0)])
     best = all_ranked(pool)
     # gaps from a (3.0): b 2.0, d 2.0, c 1.0 -> largest first, ties by sample_index
     assert list(zip(best["chosen_id"], best["rejected_id"])) == [("a", "b"), ("a", "d"), ("a", "c")]
@@ -84,7 +77,7 @@ def test_all_ranked_best_vs_rest_and_all_with_cap():
 
 
 def test_curry_tiers_orders_by_gap_and_drops_nothing():
-    pool = pool_of([("p", "a", 0, 3.0), ("p", "b", 1, 0.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0),
+    pool = pool_rows([("p", "a", 0, 3.0), ("p", "b", 1, 0.0), ("p", "c", 2, 2.0), ("p", "d", 3, 1.0),
                     ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
     pairs, drops = select(pool, "all_ranked", pair_filters=[("curry_tiers", {"n_tiers": 3})])
     tiers = dict(zip(zip(pairs["chosen_id"], pairs["rejected_id"]), pairs["tier"]))
@@ -98,7 +91,7 @@ def test_curry_tiers_orders_by_gap_and_drops_nothing():
 
 def test_length_filter_drop_and_weight():
     from pipelines.pairs.selection import SelectionContext
-    pool = pool_of([("p", "a", 0, 1.0), ("p", "b", 1, 0.0), ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
+    pool = pool_rows([("p", "a", 0, 1.0), ("p", "b", 1, 0.0), ("q", "x", 0, 1.0), ("q", "y", 1, 0.0)])
     cands = pd.DataFrame({"candidate_id": ["a", "b", "x", "y"], "text": ["a" * 40, "b" * 10, "x" * 12, "y" * 10],
                           "completion_tokens": [4, 4, 3, 1]})
     ctx = SelectionContext(candidates=cands, prompts=pd.DataFrame())

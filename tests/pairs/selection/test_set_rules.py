@@ -17,28 +17,7 @@ from pipelines.pairs.selection.margin import margin
 from pipelines.pairs.selection.max_min import max_min
 from pipelines.pairs.selection.sweet_spot_min5 import sweet_spot_min5
 from pipelines.pairs.selection.verified import verified
-
-
-def pool(rows: dict[str, list], correct: dict[str, list] | None = None) -> pd.DataFrame:
-    """{prompt: [reward per sample_index]} -> pool; None = a scorer error. correct: {prompt: [0/1 ...]} adds a
-    score_math_verify column (what rewards.combine writes)."""
-    out = []
-    for p, rs in rows.items():
-        for i, r in enumerate(rs):
-            row = dict(prompt_id=p, candidate_id=f"{p}{i}", sample_index=i, reward=np.nan if r is None else r,
-                       error="judge: boom" if r is None else None)
-            if correct is not None:
-                row["score_math_verify"] = float(correct[p][i])
-            out.append(row)
-    return pd.DataFrame(out)
-
-
-def pair_list(pairs: pd.DataFrame) -> list[tuple[str, str]]:
-    return list(zip(pairs["chosen_id"], pairs["rejected_id"]))
-
-
-def reasons(drops: pd.DataFrame) -> dict[tuple[str, str | None], str]:
-    return {(r.prompt_id, None if pd.isna(r.candidate_id) else r.candidate_id): r.reason for r in drops.itertuples()}
+from tests.helpers import pair_list, pool, reasons
 
 
 def test_everything_is_registered():
