@@ -51,3 +51,17 @@ def small_sampler_cfg() -> SamplerConfig:
 def transformers_sampler(smollm_dir, small_sampler_cfg):
     from samplers import get_sampler
     return get_sampler(small_sampler_cfg)
+
+
+# What keeps a test out of the fast lane (`pytest -m "not slow"`, under 2 minutes) even when its author forgot the
+# mark: the real model, a Prefect API, vLLM. Tests mark themselves (`@pytest.mark.slow`, `pytestmark`); this hook
+# only adds the mark to an unmarked test that asks for one of these.
+SLOW_FIXTURES = {"smollm_dir", "transformers_sampler", "prefect_harness"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and (SLOW_FIXTURES & set(item.fixturenames)
+                                                        or item.get_closest_marker("vllm")):
+            item.add_marker(pytest.mark.slow)

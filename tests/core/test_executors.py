@@ -44,6 +44,7 @@ def _sampler_untouched_here():
     return samplers._cached.cache_info()
 
 
+@pytest.mark.slow
 def test_ray_executor_without_prefect_gives_the_local_pairs(tmp_path, smollm_dir, ray_cluster):
     """--no-prefect (pipelines.core.executors): the batches run as Ray tasks, the output equals a local run."""
     local = run_local(_config(tmp_path / "local", run_id="local"))
@@ -58,6 +59,7 @@ def test_ray_executor_without_prefect_gives_the_local_pairs(tmp_path, smollm_dir
     assert on_ray["counts"] == local["counts"]
 
 
+@pytest.mark.slow
 def test_step_pairs_run_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
     from pipelines.step_pairs.build import run_local as run_steps
     from pipelines.step_pairs.config import StepPairsConfig
@@ -76,6 +78,7 @@ def test_step_pairs_run_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
     assert manifest["counts"]["trees"] == 2 and manifest["config"]["executor"]["name"] == "ray"
 
 
+@pytest.mark.slow
 def test_iterate_builds_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
     """iterate's build phase honours build.executor (it used to run every build in-process)."""
     from pipelines.iteration import rounds

@@ -11,6 +11,8 @@ from tests.helpers import RAY_LOCAL, small_build_config
 
 pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # Ray, Prefect and the real model
+
 
 def _config(out, **kw):
     return small_build_config(out, sampler={"k": 2, "max_new_tokens": 12}, **kw)

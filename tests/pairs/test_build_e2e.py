@@ -14,6 +14,8 @@ from pipelines.pairs.build import run_local
 from pipelines.pairs.config import BuildConfig
 from tests.helpers import small_build_config
 
+pytestmark = pytest.mark.slow  # the real model (and Prefect)
+
 
 def _config(tmp_path, **kw) -> BuildConfig:
     return small_build_config(tmp_path / "runs", **kw)  # 3 prompts, k=3, batches of 2

@@ -20,6 +20,8 @@ import pytest
 
 from tests.helpers import ROOT, subprocess_env
 
+pytestmark = pytest.mark.slow  # the real model in several processes
+
 TINY_ARGS = ["--prompts.limit", "6", "--batch_size", "2", "--sampler.k", "2", "--sampler.max_new_tokens", "8"]
 BATCHES = 3
 

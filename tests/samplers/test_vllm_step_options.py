@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
+pytestmark = pytest.mark.slow  # imports vllm; the real tokenizer
+
 QUESTION = [{"role": "user", "content": "What is 40 + 1?"}]
 PARTIAL = QUESTION + [{"role": "assistant", "content": "First, 40.\n\n"}]
 

@@ -61,6 +61,7 @@ def test_split_counts_on_humaneval(he):
     assert min(counts) >= 1 and sum(counts) > 2 * len(he)  # most problems split into several tests
 
 
+@pytest.mark.slow  # 164 x 3 programs in the sandbox
 @needs_root
 def test_every_canonical_solution_passes_and_corrupted_ones_fail(he):
     prompts, _ = load_humaneval(PromptsConfig(format="humaneval", limit=None))

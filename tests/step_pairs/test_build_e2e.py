@@ -20,6 +20,8 @@ import pytest
 from pipelines.core import schema
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # the real model and Prefect
+
 SUMS = [("easy-1", "What is 17 + 25?", "42"), ("easy-3", "What is 9 + 8?", "17"),
         ("easy-4", "What is 23 + 19?", "42"), ("easy-5", "What is 14 + 29?", "43")]
 SMALL = str(ROOT / "configs" / "step_pairs_small.yaml")

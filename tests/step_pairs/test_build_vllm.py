@@ -11,6 +11,8 @@ from tests.helpers import VLLM_SAMPLER
 
 pytest.importorskip("vllm")
 
+pytestmark = pytest.mark.slow  # the real vLLM engine
+
 
 class CountingLLM:
     """Wraps the real vllm.LLM: records each engine call (method, number of prompts, sampling params)."""

@@ -106,6 +106,7 @@ def test_ches_formulas_by_hand():
     assert ches_scores(h_plus, h_plus, [2], [2], False) == pytest.approx([0.0])
 
 
+@pytest.mark.slow
 def test_response_tokens_follow_trl_conversational_tokenisation(smollm):
     from pipelines.pairs.selection.policy_stats import encode
     messages = list(MATH.prompts["messages"][0])
@@ -115,6 +116,7 @@ def test_response_tokens_follow_trl_conversational_tokenisation(smollm):
     assert "<|im_end|>" in response  # the end-of-turn token is part of what DPO trains on
 
 
+@pytest.mark.slow
 def test_ches_matches_a_plain_unbatched_computation(smollm, math_scored):
     scored = math_scored["batched"]
     text = MATH.candidates.set_index("candidate_id")["text"]
@@ -133,6 +135,7 @@ def test_ches_matches_a_plain_unbatched_computation(smollm, math_scored):
         assert abs(pair["ln_ches"] - ln) <= 1e-4 * scale_ln
 
 
+@pytest.mark.slow
 def test_ches_batched_equals_batch_size_one(math_scored):
     batched, single = math_scored["batched"], math_scored["single"]
     for column in ("ches", "ln_ches"):
@@ -140,6 +143,7 @@ def test_ches_batched_equals_batch_size_one(math_scored):
         np.testing.assert_allclose(b, s, rtol=1e-4, atol=0)
 
 
+@pytest.mark.slow
 def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm, math_scored):
     from pipelines.pairs.selection.ches import ches
     scores = math_scored["batched"]["ln_ches"].to_numpy()
@@ -151,6 +155,7 @@ def test_ches_filter_drops_the_top_fraction_with_a_reason(smollm, math_scored):
     assert drops["candidate_id"].isna().all()  # the prompt lost its only pair: a prompt-level row
 
 
+@pytest.mark.slow
 def test_ches_threshold_inside_select_accounts_for_every_prompt(smollm, math_scored):
     raw = math_scored["batched"]["ches"].to_numpy()
     cut = float(np.sort(raw)[0] + np.sort(raw)[1]) / 2  # between the lowest and the middle score: 2 pairs above
@@ -164,6 +169,7 @@ def test_ches_threshold_inside_select_accounts_for_every_prompt(smollm, math_sco
 
 # ---------------------------------------------------------------- implicit margin
 
+@pytest.mark.slow
 def test_sequence_logp_matches_a_plain_computation(smollm):
     from pipelines.pairs.selection.policy_stats import response_stats
     messages = list(MATH.prompts["messages"][0])
@@ -176,12 +182,14 @@ def test_sequence_logp_matches_a_plain_computation(smollm):
         assert got < 0
 
 
+@pytest.mark.slow
 def test_implicit_margin_is_zero_when_policy_is_reference(smollm):
     from pipelines.pairs.selection.implicit_margin import implicit_margins
     m = implicit_margins(MATH_PAIRS.head(2), MATH, policy=smollm, reference=smollm, beta=0.1)
     assert len(m) == 2 and np.all(np.abs(m) < 1e-9)
 
 
+@pytest.mark.slow
 def test_implicit_margin_sign_follows_the_policy_update(smollm):
     """A policy one gradient step up log pi(y+|x) - log pi(y-|x) of pair 0 (from the reference) has m > 0 there;
     swapping policy and reference flips the sign; the filter then drops the pair (min_margin 0)."""
@@ -249,6 +257,7 @@ def test_dual_margin_opposite_certainties_give_one_half_and_quantile_bounds():
 
 # ---------------------------------------------------------------- dedup and diversity (real MiniLM)
 
+@pytest.mark.slow
 def test_embedded_encoder_loads_offline_and_separates_paraphrases_from_unrelated_text():
     from pipelines.pairs.selection.embeddings import embed
     v = embed(["The cat sat on the mat.", "A cat was sitting on the mat.", "Stock prices fell sharply today."])
@@ -257,6 +266,7 @@ def test_embedded_encoder_loads_offline_and_separates_paraphrases_from_unrelated
     assert v[0] @ v[1] > 0.7 and v[0] @ v[2] < 0.3
 
 
+@pytest.mark.slow
 def test_dedup_responses_keeps_the_higher_reward_duplicate_and_never_pairs_duplicates():
     ctx = make_ctx(["What is 2 + 3?"], {"p0": ["The answer is 5.", "The answer is 5.",
                                                "Bananas are yellow fruit.", "The answer is 5."]})
@@ -273,6 +283,7 @@ def test_dedup_responses_keeps_the_higher_reward_duplicate_and_never_pairs_dupli
     assert (all_drops["reason"] == "duplicate_response").sum() == 2
 
 
+@pytest.mark.slow
 def test_dedup_prompts_drops_later_near_duplicates_with_prompt_level_rows():
     ctx = make_ctx(["What is 2 + 3?", "Name the capital of France.", "What is 2+3?"],
                    {"p0": ["5", "6"], "p1": ["Paris", "Lyon"], "p2": ["5", "4"]})
@@ -284,6 +295,7 @@ def test_dedup_prompts_drops_later_near_duplicates_with_prompt_level_rows():
     assert drops["candidate_id"].isna().all() and "p0" in drops["detail"][0]
 
 
+@pytest.mark.slow
 def test_diverse_subset_prefers_a_different_pair_over_a_near_copy():
     ctx = make_ctx(["What is 2 + 3?", "Name a primary colour."],
                    {"p0": ["The answer is 5.", "The answer is 5.", "I do not know."], "p1": ["Red.", "Banana."]})
