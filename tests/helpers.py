@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,17 @@ def small_build_config(output_dir, **fields):
 
 # a local Ray cluster on this machine's 2 cores, quiet
 RAY_LOCAL = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}
+
+
+@contextmanager
+def local_ray():
+    """A local Ray cluster (RAY_LOCAL) for the length of the block; yields the ray module."""
+    import ray
+    ray.init(**RAY_LOCAL)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 def vllm_cpu_engine(max_model_len: int) -> dict:

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.pairs.build import run_local
 from pipelines.pairs.config import BuildConfig
-from tests.helpers import RAY_LOCAL, small_build_config
+from tests.helpers import local_ray, small_build_config, write_jsonl
 
 pytest.importorskip("ray")
 
@@ -33,10 +33,8 @@ def test_executor_config():
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray instance for the executor tests below: run_batches finds it and leaves it running."""
-    import ray
-    ray.init(**RAY_LOCAL)
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        yield ray
 
 
 def _sampler_untouched_here():
@@ -64,8 +62,8 @@ def test_step_pairs_run_on_the_ray_executor(tmp_path, smollm_dir, ray_cluster):
     from pipelines.step_pairs.build import run_local as run_steps
     from pipelines.step_pairs.config import StepPairsConfig
 
-    sums = tmp_path / "sums.jsonl"
-    sums.write_text('{"prompt": "What is 9 + 8?", "answer": "17"}\n{"prompt": "What is 6 + 7?", "answer": "13"}\n')
+    sums = write_jsonl(tmp_path / "sums.jsonl", [{"prompt": "What is 9 + 8?", "answer": "17"},
+                                                 {"prompt": "What is 6 + 7?", "answer": "13"}])
     before = _sampler_untouched_here()
     manifest = run_steps(StepPairsConfig.model_validate({
         "output_dir": str(tmp_path), "run_id": "steps", "batch_size": 1, "executor": "ray", "modes": ["trajectory"],

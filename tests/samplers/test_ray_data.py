@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.helpers import RAY_LOCAL, vllm_cpu_engine
+from tests.helpers import local_ray, vllm_cpu_engine
 
 pytest.importorskip("ray")
 
@@ -16,14 +16,12 @@ pytestmark = pytest.mark.slow  # a local Ray cluster, the real tokenizer (and vL
 
 
 @pytest.fixture
-def local_ray():
-    import ray
-    ray.init(**RAY_LOCAL)
-    yield ray
-    ray.shutdown()
+def ray_cluster():
+    with local_ray() as ray:
+        yield ray
 
 
-def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ray):
+def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, ray_cluster):
     """The ray_data sampler through a real Ray Data pipeline (Processor: rows -> engine stage -> postprocess) with
     a fake engine stage that answers like Ray's vLLM stage: its text names the request's seed and sampling params."""
     pytest.importorskip("ray.data.llm")
@@ -82,7 +80,7 @@ def test_ray_data_sampler_requests_and_replies(monkeypatch, smollm_dir, local_ra
 
 
 @pytest.mark.vllm
-def test_ray_data_sampler_on_vllm_cpu(smollm_dir, local_ray):
+def test_ray_data_sampler_on_vllm_cpu(smollm_dir, ray_cluster):
     """The real path: Ray Data's vLLM engine stage (vllm-cpu here) answers 2 prompts x k=2 like the vllm sampler
     (~2.5 min here: two engine start-ups)."""
     pytest.importorskip("vllm")

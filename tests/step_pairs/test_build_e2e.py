@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipelines.core import schema
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_jsonl
 
 pytestmark = pytest.mark.slow  # the real model and Prefect
 
@@ -29,9 +29,8 @@ SMALL = str(ROOT / "configs" / "step_pairs_small.yaml")
 
 @pytest.fixture(scope="module")
 def sums_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sums") / "sums.jsonl"
-    path.write_text("".join(json.dumps(dict(id=i, prompt=q, answer=a)) + "\n" for i, q, a in SUMS))
-    return path
+    return write_jsonl(tmp_path_factory.mktemp("sums") / "sums.jsonl",
+                       [dict(id=i, prompt=q, answer=a) for i, q, a in SUMS])
 
 
 def small_args(sums_file):

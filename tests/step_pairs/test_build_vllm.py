@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import VLLM_SAMPLER
+from tests.helpers import VLLM_SAMPLER, write_jsonl
 
 pytest.importorskip("vllm")
 
@@ -55,9 +55,8 @@ def test_build_step_pairs_on_the_vllm_engine(tmp_path, smollm_dir, monkeypatch):
               "correction": {"samples": 2, "solution_tokens": 48, "max_steps": 2, "rollouts": 1,
                              "rollout_tokens": 48}}
     # two sums the 135M policy gets right on some samples (tests/step_pairs/test_build_e2e.py)
-    sums = tmp_path / "sums.jsonl"
-    sums.write_text('{"id": "s1", "prompt": "What is 9 + 8?", "answer": "17"}\n'
-                    '{"id": "s2", "prompt": "What is 14 + 29?", "answer": "43"}\n')
+    sums = write_jsonl(tmp_path / "sums.jsonl", [{"id": "s1", "prompt": "What is 9 + 8?", "answer": "17"},
+                                                 {"id": "s2", "prompt": "What is 14 + 29?", "answer": "43"}])
     config["prompts"]["path"] = str(sums)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(["--no-prefect", "--config", str(tmp_path / "c.yaml")]) == 0
