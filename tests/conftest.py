@@ -2,6 +2,11 @@
 
 Everything heavy is session-scoped: the SmolLM2 conversion (~40 s once per machine, cached under
 ~/.cache/pairsmith), the loaded sampler, and one Prefect test harness (~25 s to start).
+
+Layout: tests/<package>/ mirrors the source tree (tests/core/, tests/pairs/selection/, tests/flows/, ...),
+collected with --import-mode=importlib (no __init__.py; module names may repeat); what several test modules build
+lives in tests/helpers.py. `python -m pytest -m "not slow"` is the fast lane (pure logic, under 2 minutes);
+`python -m pytest -q` runs everything.
 """
 
 from __future__ import annotations
