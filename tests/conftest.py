@@ -2,6 +2,11 @@
 
 Everything heavy is session-scoped: the SmolLM2 conversion (~40 s once per machine, cached under
 ~/.cache/pairsmith), the loaded sampler, and one Prefect test harness (~25 s to start).
+
+Layout: tests/<package>/ mirrors the source tree (tests/core/, tests/pairs/selection/, tests/flows/, ...),
+collected with --import-mode=importlib (no __init__.py; module names may repeat); what several test modules build
+lives in tests/helpers.py. `python -m pytest -m "not slow"` is the fast lane (pure logic, under 2 minutes);
+`python -m pytest -q` runs everything.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 import pytest  # noqa: E402
 
 from pipelines.core.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
+from tests.helpers import SMALL_SAMPLER  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +49,24 @@ def smollm_dir() -> str:
 
 @pytest.fixture(scope="session")
 def small_sampler_cfg() -> SamplerConfig:
-    return SamplerConfig(k=3, max_new_tokens=24, temperature=0.9, batch_prompts=4)
+    return SamplerConfig(**SMALL_SAMPLER)
 
 
 @pytest.fixture(scope="session")
 def transformers_sampler(smollm_dir, small_sampler_cfg):
     from samplers import get_sampler
     return get_sampler(small_sampler_cfg)
+
+
+# What keeps a test out of the fast lane (`pytest -m "not slow"`, under 2 minutes) even when its author forgot the
+# mark: the real model, a Prefect API, vLLM. Tests mark themselves (`@pytest.mark.slow`, `pytestmark`); this hook
+# only adds the mark to an unmarked test that asks for one of these.
+SLOW_FIXTURES = {"smollm_dir", "transformers_sampler", "prefect_harness"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and (SLOW_FIXTURES & set(item.fixturenames)
+                                                        or item.get_closest_marker("vllm")):
+            item.add_marker(pytest.mark.slow)
