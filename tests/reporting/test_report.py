@@ -85,6 +85,22 @@ def test_finalize_writes_figures_report_and_card(ches_run):
     assert manifest["reports"] == reports
 
 
+def test_every_report_carries_the_pair_audit(ches_run):
+    """The audit is computed on the run's own tables (its numbers are checked in test_audit.py) and shown in the
+    manifest, the terminal summary, report.html and the dataset card."""
+    from pipelines.reporting.audit import pair_audit
+    run_dir = ches_run["run_dir"]
+    tables = [pd.read_parquet(f"{run_dir}/{name}.parquet") for name in ("pairs", "candidates", "scores")]
+    assert ches_run["audit"] == json.loads(json.dumps(pair_audit(*tables)))
+    assert ches_run["audit"]["pairs"] == ches_run["counts"]["pairs"] > 0
+    assert "math_verify" in ches_run["audit"]["verified"]
+    share = f"{ches_run['audit']['verified']['math_verify']['chosen_right']:.1%}"
+    assert f"chosen verified right (math_verify) {share}" in report.summary_text(ches_run)
+    assert f"<td>chosen verified right (math_verify)</td><td>{share}</td>" in open(ches_run["reports"]["report_html"]).read()
+    assert f"| chosen verified right (math_verify) | {share} |" in open(ches_run["reports"]["dataset_card"]).read()
+    assert "## Pair audit" in report.summary_markdown(ches_run)
+
+
 def test_report_html_is_self_contained(ches_run):
     html = open(ches_run["reports"]["report_html"]).read()
     srcs = re.findall(r"src='([^']*)'", html)

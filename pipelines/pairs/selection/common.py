@@ -1,6 +1,6 @@
 """What every rule shares: validity checks before a rule runs, tie and leftover accounting after it.
 
-Definitions (tested in tests/test_selection.py):
+Definitions (tested in tests/pairs/selection/test_max_min_mu_2sigma.py):
 - valid response: every scorer returned a score (no error);
 - too_few_valid: fewer than 2 valid responses -> the prompt is dropped;
 - zero_variance: all valid rewards equal (max - min <= 1e-12) -> the prompt is dropped (no preference);

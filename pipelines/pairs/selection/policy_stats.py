@@ -13,7 +13,7 @@ reference implementation (princeton-nlp/unintentional-unalignment, ches/ches.py)
 
 Batching: sequences are sorted by length and right-padded. A causal model's states at real positions do not
 see padding to their right and keep position ids 0..n-1, so batched values equal batch-size-1 values up to
-floating-point reassociation (tests/test_selection_models.py checks 1e-4).
+floating-point reassociation (tests/pairs/selection/test_model_filters.py checks 1e-4).
 """
 
 from __future__ import annotations
