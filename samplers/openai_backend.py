@@ -98,10 +98,11 @@ class OpenAISampler:
             return 0
         (reply,) = self.client.post_many(self.tokenize_url, [{"model": self.model_name, "messages": _plain(messages),
                                                                 "add_generation_prompt": True}], retry=False)
-        if reply.error or not isinstance(reply.data.get("count"), int):
-            self.tokenize_url = None  # not vLLM: no token counts here
-            return 0
-        return reply.data["count"]
+        if reply.error is None and isinstance(reply.data.get("count"), int):
+            return reply.data["count"]
+        if reply.status in (404, 405, 501) or reply.error is None:
+            self.tokenize_url = None  # not vLLM's /tokenize: no token counts from this server
+        return 0  # uncounted: the server rejects a prompt that is too long itself
 
     def render(self, messages: list[dict], continue_final: bool = False) -> str:
         raise NotImplementedError("the openai sampler cannot render prompts: the chat template is applied on the "
