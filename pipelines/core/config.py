@@ -9,10 +9,11 @@ pipelines/step_pairs/config.py, ...).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 FILE_FORMATS = ("auto", "jsonl", "json", "parquet", "csv")
@@ -90,6 +91,13 @@ class OpenAIConfig(StrictModel):
                           "reports one; else no check before sending)")
     extra_body: dict[str, Any] = Field(default_factory=dict,
                                        description="extra request fields, e.g. {top_k: 50} for vLLM")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return name
 
 
 class SamplerConfig(StrictModel):

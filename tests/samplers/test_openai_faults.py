@@ -236,6 +236,8 @@ def test_api_key_comes_from_the_named_environment_variable(endpoint, monkeypatch
     assert e.calls[0][1] == "Bearer sk-secret"
     with pytest.raises(ValidationError, match="api_key"):  # a key in a config is refused
         SamplerConfig(name="openai", openai={"api_key": "sk-secret"})
+    with pytest.raises(ValidationError, match="the NAME of an environment variable"):  # so is a key as the name
+        SamplerConfig(name="openai", openai={"api_key_env": "sk-secret"})
     monkeypatch.delenv("PAIRSMITH_TEST_KEY")
     e.calls.clear()
     OpenAISampler(cfg).generate(Q[:1], 2, [1])
