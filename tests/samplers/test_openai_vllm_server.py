@@ -71,6 +71,10 @@ def test_build_pairs_over_the_server(vllm_openai_server, tmp_path):
     pairs, drops = pd.read_parquet(f"{run}/pairs.parquet"), pd.read_parquet(f"{run}/drops.parquet")
     assert set(pairs["prompt_id"]) | set(drops["prompt_id"]) == set(pd.read_parquet(f"{run}/prompts.parquet")
                                                                       ["prompt_id"])
-    assert len(list((tmp_path / ".cache" / "requests").rglob("*.json"))) == 3  # one n=3 request per prompt
+    import json
+    cached = [json.loads(f.read_text()) for f in (tmp_path / ".cache" / "requests").rglob("*.json")]
+    completions = [c for c in cached if "choices" in c]  # the rest: /tokenize counts, cached as well
+    assert sorted(len(c["choices"]) for c in completions) == [3, 3, 3]  # one n=3 request per prompt
+    assert len(cached) == 6 and all("count" in c for c in cached if "choices" not in c)
     again = build.run_local(config, log=lambda m: None)
     assert again["batches"] == {"total": 1, "computed": 0, "resumed": 1}
