@@ -14,7 +14,7 @@ per-response count is left null rather than guessed.
 Failures. A prompt whose requests still fail after the retries (or whose reply is malformed) gets no responses:
 `NoSamples(error)`, which the sample stage turns into a `sample_error` drop row, so the run accounts for it. The
 cache keeps every finished request (under the run's <output_dir>/.cache/requests, set by the build through
-`cache_requests_in`): a rerun resends only what failed or never finished.
+`cache_requests_in`; /tokenize counts too): a rerun resends only what failed or never finished.
 
 Context. `max_context` is the config's, else the server's max_model_len (vLLM's /v1/models reports it). Prompt
 lengths are counted by vLLM's /tokenize when the server has it; elsewhere they count as 0 and the server itself

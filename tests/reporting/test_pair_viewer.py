@@ -8,6 +8,7 @@ real finalize (selection, report writing) runs on them.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -142,3 +143,5 @@ def test_chromium_renders_the_viewer_and_runs_no_response_script(run, tmp_path):
                     f"--screenshot={shot}", Path(manifest["reports"]["report_html"]).as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000
+    if os.environ.get("PAIRSMITH_UI_SHOTS"):  # keep the screenshot (e.g. for docs/); it stays in tmp_path otherwise
+        shutil.copy(shot, Path(os.environ["PAIRSMITH_UI_SHOTS"]) / "report-pair-viewer.png")
