@@ -372,3 +372,16 @@ def test_a_killed_run_resumes_without_resending_finished_requests(endpoint, tmp_
     resent = [b["messages"][-1]["content"] for b, _ in e.calls]
     assert len(resent) == 2 and not set(resent) & set(answered)
     assert "4 prompts -> 12 candidates" in out.stdout
+
+
+def test_the_judge_backend_shares_the_client_and_its_cache(endpoint, tmp_path):
+    from scorers.judge_backends import OpenAIJudgeBackend
+    e = endpoint(lambda body, n: (200, completion({**body, "seed": 0}), {}, 0) if "bad" not in
+                 body["messages"][-1]["content"] else (200, b"garbage", {}, 0))
+    judge = OpenAIJudgeBackend(model=MODEL, base_url=e.url, api_key_env=None, backoff_s=0.01, cache_dir=tmp_path)
+    asked = [[{"role": "user", "content": "rate this"}], [{"role": "user", "content": "bad one"}]]
+    good, bad = judge.complete(asked)
+    assert good.text == "seed 0: rate this" and bad.text is None and "not JSON" in bad.error
+    e.calls.clear()
+    good_again, _ = judge.complete(asked)
+    assert good_again == good and [b["messages"][-1]["content"] for b, _ in e.calls] == ["bad one"]
