@@ -126,7 +126,8 @@ img{{max-width:100%}}{STYLE}</style></head><body>
 <h1>pairsmith run <code>{escape(manifest['run_id'])}</code></h1>
 <p>Started {escape(str(manifest.get('started', '')))}, wall {manifest.get('wall_seconds', 0):.1f} s,
 model <code>{escape(manifest['config']['sampler']['model'])}</code>, rule
-<code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.</p>
+<code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.
+{'<a href="#pairs">Read the pairs</a>.' if pairs_html else ''}</p>
 <h2>Counts</h2>{_html_table(['stage', 'count'], _count_rows(manifest))}
 <h2>Drops by reason</h2>{_html_table(['stage', 'reason', 'rows'], _drop_lines(manifest))}
 <h2>Time per stage (s)</h2>{_html_table(['stage', 'seconds'], _timing_rows(manifest))}

@@ -129,7 +129,7 @@ def test_chromium_renders_the_viewer_and_runs_no_response_script(run, tmp_path):
     manifest, html = run
     dom = _dom(Path(manifest["reports"]["report_html"]), tmp_path, "report")
     assert "data-pwned" not in dom.split("<body", 1)[0] and "<title>PWNED" not in dom  # nothing ran
-    assert "<title>pairsmith run viewer</title>" in dom
+    assert "<title>pairsmith run viewer</title>" in dom and '<a href="#pairs">Read the pairs</a>' in dom
     assert len(re.findall(r"<details class=\"pair\"", dom)) == len(pd.read_parquet(
         f"{manifest['run_dir']}/pairs.parquet"))
     assert '<details class="pair" open="">' in dom and "&lt;script&gt;document.title" in dom
@@ -139,7 +139,7 @@ def test_chromium_renders_the_viewer_and_runs_no_response_script(run, tmp_path):
     assert 'data-pwned="' in _dom(control, tmp_path, "control").split("<body", 1)[0]
     shot = tmp_path / "viewer.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1200,1600",
+                    f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1200,4200",
                     f"--screenshot={shot}", Path(manifest["reports"]["report_html"]).as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000
