@@ -36,7 +36,7 @@ def config_fields(model, prefix=""):
 
 def parser(config_cls, prog: str, description: str, local: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description=description,
+        prog=prog, description=description, allow_abbrev=False,  # a prefix of a flag is a typo, not that flag
         epilog="Any config field can be overridden as --section.field VALUE (YAML syntax for lists/dicts).")
     p.add_argument("--config", help=f"YAML or JSON file with a {config_cls.__name__} (see configs/)")
     if local:

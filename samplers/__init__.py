@@ -19,9 +19,18 @@ class Generation:
     text: str
     finish_reason: str          # "stop" | "length"
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int | None  # None only where a backend is not told (openai: n > 1 without log-probs)
     logprob_sum: float | None   # sum of log p(token) under the policy at temperature 1; None if unknown
     stop_reason: str | None = None  # the stop string that ended the text (not included in it); None: EOS/length
+
+
+class NoSamples(list):
+    """What `generate` gives for a conversation it could not sample (an endpoint that kept failing): no
+    responses, and why. The sample stage makes it a `sample_error` drop row; a rerun tries it again."""
+
+    def __init__(self, error: str):
+        super().__init__()
+        self.error = error
 
 
 class Sampler(Protocol):
@@ -38,7 +47,8 @@ class Sampler(Protocol):
 
     def generate(self, conversations: list[list[dict]], n: int, seeds: list[int], *, continue_final: bool = False,
                  stop: list[str] | None = None, max_new_tokens: int | None = None) -> list[list[Generation]]:
-        """n samples for each conversation; seeds[i] makes conversation i reproducible.
+        """n samples for each conversation; seeds[i] makes conversation i reproducible. A conversation that could
+        not be sampled gets an empty list (`NoSamples(error)`), never made-up text.
 
         Optional (step-level search, pipelines/step_pairs/mcts.py):
         - continue_final: a conversation whose last message is an assistant message is continued (that text is a
@@ -55,6 +65,7 @@ SAMPLERS = {
     "transformers": "samplers.transformers_backend:TransformersSampler",
     "vllm": "samplers.vllm_backend:VLLMSampler",
     "ray_data": "samplers.ray_data_backend:RayDataSampler",
+    "openai": "samplers.openai_backend:OpenAISampler",
 }
 
 

@@ -7,16 +7,15 @@ rows).
 - `transformers` / `vllm`: the sampler of `samplers/` for the judge model, via `get_sampler` (loaded once per
   process; the embedded SmolLM2 by default). Judging is greedy in effect: the samplers require T > 0, and at
   T = 1e-5 the top token wins. With `vllm`, `json_schema` constrains decoding (vLLM structured outputs).
-- `openai`: any OpenAI-compatible /chat/completions server (`vllm serve`, hosted APIs), through httpx, with
-  bounded concurrency, a per-request timeout, and retries with exponential backoff on 429, 5xx, timeouts and
-  connection errors (a numeric Retry-After header is honoured, capped). The API key is read from the
-  environment variable named by `api_key_env`, never from the config file.
+- `openai`: any OpenAI-compatible /chat/completions server (`vllm serve`, hosted APIs), through the HTTP client
+  of the openai sampler (samplers/openai_client.py): bounded concurrency, a per-request timeout, retries with
+  exponential backoff on 429, 5xx, timeouts and connection errors (Retry-After honoured, capped), and an optional
+  request cache (`cache_dir`). The API key is read from the environment variable named by `api_key_env`, never
+  from the config file. A malformed reply is an error, not a verdict.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
 
 from pipelines.core import ids
@@ -62,28 +61,25 @@ class SamplerJudgeBackend:
 
 
 class OpenAIJudgeBackend:
-    RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+    """Judge prompts to an OpenAI-compatible /chat/completions endpoint, through the HTTP client the openai sampler
+    uses (samplers/openai_client.py): bounded concurrency, timeouts, retries with backoff, the key from the env.
+    cache_dir: keep finished judgements there (a rerun does not pay for them again)."""
 
-    def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key_env: str | None = "OPENAI_API_KEY",
-                 max_new_tokens: int = 512, temperature: float = 0.0, max_concurrency: int = 8,
-                 timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 extra_body: dict | None = None):
-        self.model, self.url = model, base_url.rstrip("/") + "/chat/completions"
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
-        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s, self.extra_body = backoff_s, max_backoff_s, dict(extra_body or {})
+    def __init__(self, model: str, base_url: str = "http://localhost:8000/v1",
+                 api_key_env: str | None = "OPENAI_API_KEY", max_new_tokens: int = 512, temperature: float = 0.0,
+                 max_concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, extra_body: dict | None = None, cache_dir: str | None = None):
+        from samplers.openai_client import OpenAIClient
+        self.model, self.max_new_tokens, self.temperature = model, max_new_tokens, temperature
+        self.extra_body = dict(extra_body or {})
+        self.client = OpenAIClient(base_url, api_key_env, max_concurrency, timeout_s, max_retries, backoff_s,
+                                   max_backoff_s, cache_dir)
 
     def complete(self, conversations: list[list[dict]], json_schema: dict | None = None) -> list[Reply]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = httpx.Limits(max_connections=self.max_concurrency)
-        with httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits) as client, \
-                ThreadPoolExecutor(self.max_concurrency) as pool:
-            return list(pool.map(lambda c: self._request(client, c, json_schema), conversations))
+        from samplers.openai_client import completion_problem
+        bodies = [self._body(c, json_schema) for c in conversations]
+        return [Reply(None, r.error) if r.error else Reply(r.data["choices"][0]["message"]["content"])
+                for r in self.client.post_many("/chat/completions", bodies, validate=completion_problem)]
 
     def _body(self, conversation: list[dict], json_schema: dict | None) -> dict:
         body = {"model": self.model, "messages": conversation, "max_tokens": self.max_new_tokens,
@@ -92,38 +88,6 @@ class OpenAIJudgeBackend:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "judgement", "schema": json_schema, "strict": True}}
         return body
-
-    def _request(self, client, conversation: list[dict], json_schema: dict | None) -> Reply:
-        import httpx
-        body, last = self._body(conversation, json_schema), ""
-        for attempt in range(self.max_retries + 1):
-            wait = min(self.backoff_s * 2 ** attempt, self.max_backoff_s)
-            try:
-                response = client.post(self.url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = f"{type(e).__name__}: {e}"
-            else:
-                if response.status_code == 200:
-                    return self._reply(response)
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code not in self.RETRY_STATUS:
-                    return Reply(None, last)  # a bad request or a bad key does not get better by retrying
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    wait = min(float(retry_after), self.max_backoff_s)
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        return Reply(None, f"gave up after {self.max_retries + 1} attempts; last: {last}")
-
-    @staticmethod
-    def _reply(response) -> Reply:
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            return Reply(None, f"malformed completion response ({type(e).__name__}): {response.text[:300]}")
-        if not isinstance(content, str):
-            return Reply(None, f"completion has no text content: {response.text[:300]}")
-        return Reply(content)
 
 
 def make_backend(backend: str, model: str, max_new_tokens: int, params: dict | None = None):

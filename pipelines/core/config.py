@@ -9,10 +9,11 @@ pipelines/step_pairs/config.py, ...).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 FILE_FORMATS = ("auto", "jsonl", "json", "parquet", "csv")
@@ -67,11 +68,45 @@ class PromptsConfig(StrictModel):
         return self
 
 
+class OpenAIConfig(StrictModel):
+    """sampler.name: openai: an OpenAI-compatible chat endpoint (samplers/openai_backend.py). The API key is read
+    from the environment variable `api_key_env` names; a config holds no key."""
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="the endpoint's /v1 URL (vllm serve, a hosted API)")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="name of the environment variable holding the API key (unset: no key sent)")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(300.0, gt=0, description="per attempt: connect, send, and each wait for bytes")
+    max_retries: int = Field(5, ge=0, description="retries of a 408/409/429/5xx reply, a timeout or a dropped "
+                                                  "connection, with exponential backoff (Retry-After honoured)")
+    backoff_s: float = Field(1.0, ge=0, description="first backoff; doubles per retry")
+    max_backoff_s: float = Field(60.0, ge=0, description="cap on one backoff or Retry-After wait")
+    cache: bool = Field(True, description="keep every finished request's reply under <output_dir>/.cache/requests: "
+                                          "a killed or failed run resumes without resending them")
+    supports_n: bool | None = Field(
+        None, description="the server returns n=k choices per request; None: detect (fewer choices than asked, "
+                          "or a 400 to n>1, switches to k requests with n=1 and seeds seed+j)")
+    logprobs: bool = Field(True, description="ask for the sampled tokens' log-probs (the logprob_sum column)")
+    max_context: int | None = Field(
+        None, description="prompt + completion tokens the model takes (None: the server's max_model_len, if it "
+                          "reports one; else no check before sending)")
+    extra_body: dict[str, Any] = Field(default_factory=dict,
+                                       description="extra request fields, e.g. {top_k: 50} for vLLM")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return name
+
+
 class SamplerConfig(StrictModel):
-    name: Literal["transformers", "vllm", "ray_data"] = Field(
+    name: Literal["transformers", "vllm", "ray_data", "openai"] = Field(
         "transformers", description="transformers | vllm (one offline LLM) | ray_data (vLLM replicas on a Ray "
-                                    "cluster via ray.data.llm; engine_kwargs go to vLLM, ray_data to the processor)")
-    model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default")
+                                    "cluster via ray.data.llm; engine_kwargs go to vLLM, ray_data to the processor) "
+                                    "| openai (an OpenAI-compatible server: vllm serve, a hosted API; see `openai`)")
+    model: str = Field(EMBEDDED_MODEL, description="HF name, local path, or the embedded SmolLM2 default "
+                                                   "(openai: the name the server serves)")
     k: int = Field(4, ge=2, description="responses per prompt (a pair needs at least 2)")
     temperature: float = Field(0.8, ge=0.0, description="0: greedy decoding (evaluation)")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -83,6 +118,7 @@ class SamplerConfig(StrictModel):
     ray_data: dict[str, Any] = Field(
         default_factory=dict, description="ray_data only: vLLMEngineProcessorConfig fields (concurrency, batch_size, "
                                           "accelerator_type, placement_group_config, ...)")
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="openai only: the endpoint")
 
 
 class ExecutorConfig(StrictModel):

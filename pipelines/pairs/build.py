@@ -56,16 +56,20 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     score_path = run.shard(batch, "score")
     prompts = run.batch_prompts(batch)
     calls, seconds = {}, {}
-    if cand_path.exists():
+    # a batch with sample_error drops (an endpoint that failed) is sampled again: the openai sampler's request
+    # cache makes that resend only the failed requests
+    if cand_path.exists() and not _sample_errors(drop_path):
         candidates = io.read_table(cand_path, schema.CANDIDATES)
     else:
         t0 = time.perf_counter()
         sampler = get_sampler(run.config.sampler)
+        if hasattr(sampler, "cache_requests_in"):  # per-request cache of the HTTP samplers
+            sampler.cache_requests_in(run.cache_dir / "requests")
         candidates, drops = stages.sample_stage(prompts, sampler, run.config.sampler)
         io.write_table(drops, drop_path, schema.DROPS)
         io.write_table(candidates, cand_path, schema.CANDIDATES)  # written last: its presence marks "done"
         calls["sample"], seconds["sample"] = 1, time.perf_counter() - t0
-    if not score_path.exists():
+    if calls or not score_path.exists():
         t0 = time.perf_counter()
         scorers = [get_scorer(s.name, s.params) for s in run.config.scorers]
         io.write_table(stages.score_stage(candidates, prompts, scorers), score_path, schema.SCORES)
@@ -121,6 +125,10 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
     manifest["reports"] = {k: str(p) for k, p in write_reports(run.run_dir, manifest, pool).items()}
     io.write_json(manifest, run.run_dir / "manifest.json")
     return manifest
+
+
+def _sample_errors(drop_path) -> bool:
+    return drop_path.exists() and bool((io.read_table(drop_path, schema.DROPS)["reason"] == "sample_error").any())
 
 
 def _gather(run: Run, family: str, name: str | None, table_schema) -> pd.DataFrame:

@@ -14,7 +14,8 @@ from pipelines.pairs import rewards, selection
 
 
 def sample_stage(prompts: pd.DataFrame, sampler, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """k responses per prompt in one engine call; prompts that do not fit the context become drops."""
+    """k responses per prompt in one engine call; prompts that do not fit the context, or that the sampler could
+    not sample, become drops."""
     fits, drops = [], schema.DropLog()
     for row in prompts.itertuples(index=False):
         n_tokens = sampler.prompt_tokens(list(row.messages))
@@ -28,6 +29,9 @@ def sample_stage(prompts: pd.DataFrame, sampler, cfg) -> tuple[pd.DataFrame, pd.
         seeds = [ids.prompt_seed(cfg.seed, r.prompt_id) for r in fits]
         outputs = sampler.generate([list(r.messages) for r in fits], cfg.k, seeds)
         for r, seed, gens in zip(fits, seeds, outputs):
+            if not gens:  # samplers.NoSamples: the endpoint failed for this prompt; a rerun asks again
+                drops.add(r.prompt_id, "sample", "sample_error", f"{r.source}:{r.row}: "
+                          f"{getattr(gens, 'error', None) or 'the sampler returned no responses'}")
             for j, g in enumerate(gens):
                 rows.append(dict(
                     candidate_id=ids.candidate_id(r.prompt_id, sampler.model_name, seed, j, g.text),

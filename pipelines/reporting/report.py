@@ -84,7 +84,9 @@ def write_reports(run_dir, manifest: dict, pool, n_prompts: int = 12) -> dict:
     figures = run_figures(run_dir, manifest, pool, n_prompts)
     models = sorted(read_run_table(run_dir, "pairs", ["model"])["model"].dropna().unique())
     html_path, card_path = run_dir / "report.html", run_dir / "README.md"
-    for path, text in ((html_path, report_html(manifest, figures)), (card_path, dataset_card(manifest, models))):
+    from pipelines.reporting.pair_viewer import pair_viewer_html
+    html = report_html(manifest, figures, pair_viewer_html(run_dir, pool))
+    for path, text in ((html_path, html), (card_path, dataset_card(manifest, models))):
         io._atomic(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))  # no half files
     return {**figures, "report_html": html_path, "dataset_card": card_path}
 
@@ -116,25 +118,30 @@ def _html_table(header: list[str], rows: list[tuple]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def report_html(manifest: dict, figures: dict) -> str:
-    """One self-contained page (figures inlined as base64): opens from a laptop, a mail or a CI artifact."""
+def report_html(manifest: dict, figures: dict, pairs_html: str = "") -> str:
+    """One self-contained page (figures inlined as base64, no script): opens from a laptop, a mail or a CI
+    artifact. pairs_html: the pair viewer's section (pipelines/reporting/pair_viewer.py)."""
     from html import escape
+
+    from pipelines.reporting.pair_viewer import STYLE
     figs = "".join(f"<h2>{escape(FIGURE_TITLES.get(n, n))}</h2><img alt='{escape(n)}' "
                    f"src='data:image/png;base64,{image_base64(p)}'>" for n, p in figures.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>pairsmith run {escape(manifest['run_id'])}</title>
 <style>body{{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-img{{max-width:100%}}</style></head><body>
+img{{max-width:100%}}{STYLE}</style></head><body>
 <h1>pairsmith run <code>{escape(manifest['run_id'])}</code></h1>
 <p>Started {escape(str(manifest.get('started', '')))}, wall {manifest.get('wall_seconds', 0):.1f} s,
 model <code>{escape(manifest['config']['sampler']['model'])}</code>, rule
-<code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.</p>
+<code>{escape(manifest['config']['selection']['rule'])}</code>. Output: <code>{escape(manifest['run_dir'])}</code>.
+{'<a href="#pairs">Read the pairs</a>.' if pairs_html else ''}</p>
 <h2>Counts</h2>{_html_table(['stage', 'count'], _count_rows(manifest))}
 <h2>Drops by reason</h2>{_html_table(['stage', 'reason', 'rows'], _drop_lines(manifest))}
 <h2>Pair audit</h2>{_html_table(['check', 'value'], _audit_rows(manifest))}
 <h2>Time per stage (s)</h2>{_html_table(['stage', 'seconds'], _timing_rows(manifest))}
 {figs}
+{pairs_html}
 </body></html>
 """
 
