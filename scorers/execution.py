@@ -1,7 +1,10 @@
 """Test-execution scoring: run each candidate program with its prompt's tests in the sandbox (scorers/sandbox.py).
 
 score = fraction of the prompt's tests the program passes; details keep the per-test verdicts, the failure
-reason (wrong_answer, runtime_error, syntax_error, timeout, memory, output_limit, crash) and the stderr tail.
+reason (wrong_answer, runtime_error, syntax_error, timeout, memory, output_limit, crash, early_exit,
+not_serializable, tampered: see scorers/sandbox.py), what a tampering program changed, and the stderr tail.
+The tests run in a process of their own and decide the verdicts; the program only answers calls with plain
+values (docs/scorers.md, "What the reward is protected against").
 
 Where things come from (the HumanEval loader, pipelines/loaders/humaneval.py, fills them; any loader may):
 - `reference`: the test code. A `check(candidate)` function (HumanEval style) or plain top-level asserts.

@@ -103,7 +103,7 @@ class _Worker:
     def __init__(self, timeout_s: float):
         import subprocess
         self.proc = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), str(timeout_s),
-                                      str(MEMORY_MB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                      str(MEMORY_MB), str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
         self.chunk: list[int] = []
@@ -183,8 +183,9 @@ def shared_pool(timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Worker side: runs as `python -P math_verify_pool.py TIMEOUT_S MEMORY_MB`, one JSON chunk per input line, one
-# JSON outcome per answer per output line.
+# Worker side: runs as `python -P math_verify_pool.py TIMEOUT_S MEMORY_MB PARENT_PID`, one JSON chunk per input
+# line, one JSON outcome per answer per output line. It ends when its stdin closes, or with its parent process (a
+# worker stuck in sympy would never read the closed stdin): see _watch_parent.
 
 
 class _AnswerTimeout(BaseException):
@@ -201,10 +202,34 @@ def _describe(values) -> list[str]:
     return out
 
 
-def _serve(timeout_s: float, memory_mb: int) -> None:
+def _watch_parent(parent: int) -> None:
+    """Fork a watchdog that SIGKILLs this worker when the parent *process* ends (PR_SET_PDEATHSIG on the worker
+    itself would fire when the parent's *thread* that started it ends, and pools start from Prefect's worker
+    threads). The watchdog dies with the worker (single-threaded: there PDEATHSIG means the process)."""
+    import ctypes
+    import select
+    import signal
+    worker = os.getpid()
+    if os.fork():
+        return
+    try:
+        os.close(0), os.close(1)  # not a reader or writer of the worker's pipes: EOF must reach both ends
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        try:
+            select.select([os.pidfd_open(parent)], [], [])  # readable once the parent has exited
+        except ProcessLookupError:
+            pass  # already gone
+        os.kill(worker, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _serve(timeout_s: float, memory_mb: int, parent: int) -> None:
     import logging
     import resource
     import signal
+    if sys.platform.startswith("linux"):
+        _watch_parent(parent)
     mb = 1 << 20
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
     from math_verify import parse, verify
@@ -247,4 +272,4 @@ def _serve(timeout_s: float, memory_mb: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(float(sys.argv[1]), int(sys.argv[2]))
+    _serve(float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

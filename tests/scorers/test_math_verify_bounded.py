@@ -125,3 +125,45 @@ def test_build_pairs_with_pathological_answers_finishes(tmp_path, monkeypatch):
     score_errors = drops[drops["reason"] == "score_error"]
     assert set(score_errors["candidate_id"]) == patho_ids
     assert manifest["counts"]["score_errors"] == 4 and manifest["counts"]["pairs"] == 4
+
+
+STUCK_PARENT = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from scorers.math_verify_pool import MathVerifyPool
+pool = MathVerifyPool(workers=1, timeout_s=600.0)
+def work():  # started from a thread that ends: the worker must not die with the thread, only with the process
+    pool.start()
+t = threading.Thread(target=work)
+t.start(); t.join()
+print(pool.workers[0].proc.pid, flush=True)
+pool.check([(sys.argv[2], "3", False)])  # stuck for up to 10 minutes
+"""
+
+
+def test_a_stuck_worker_dies_with_its_parent_process(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[2])
+    parent = subprocess.Popen([sys.executable, "-c", STUCK_PARENT, root, PATHOLOGICAL[0]], stdout=subprocess.PIPE,
+                              text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(3)  # the worker is computing now
+    assert os.path.exists(f"/proc/{worker}")
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker):
+        assert time.monotonic() < deadline, "the worker outlived its parent"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
