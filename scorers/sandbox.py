@@ -207,7 +207,47 @@ def test_payload(job: Job) -> dict:
         remote.add(job.entry_point)  # the context's def is the prompt's stub: the function under test is remote
     return {"context": job.context, "setup": job.setup, "tests": list(job.tests), "entry_point": job.entry_point,
             "setup_names": sorted((setup_used & remote) | ({job.entry_point} & remote)),
-            "test_names": [sorted(u & remote) for u, _ in test_names]}
+            "test_names": [sorted(u & remote) for u, _ in test_names],
+            "prefetch": _literal_calls(job.setup, job.tests, remote)}
+
+
+MAX_PREFETCH = 256
+
+
+def _literal_calls(setup: str, tests: list[str], remote: set[str]) -> list[list]:
+    """[name, args, kwargs] of every call in the tests of a program name (or an alias of one set in the setup,
+    like HumanEval's `candidate = f`) whose arguments are all literals, in the order the tests make them. The
+    test process asks for all of them in one message (a round trip per call costs two wakeups, and far more
+    while the CPUs are busy); a call the tests then make with the same arguments takes the next such answer."""
+    import ast
+    aliases = {name: name for name in remote}
+    try:
+        for stmt in ast.parse(setup).body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+                    and isinstance(stmt.value, ast.Name) and stmt.value.id in remote:
+                aliases[stmt.targets[0].id] = stmt.value.id
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+    calls = []
+    for test in tests:
+        try:
+            nodes = [ast.parse(test)]
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        while nodes and len(calls) < MAX_PREFETCH:  # pre-order, children in field order: the order they run in
+            node = nodes.pop()
+            nodes += reversed(list(ast.iter_child_nodes(node)))
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in aliases):
+                continue
+            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+                continue
+            try:
+                args = [ast.literal_eval(a) for a in node.args]
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+                calls.append([aliases[node.func.id], _encode(args), _encode(kwargs)])
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, _NotSerializable):
+                continue
+    return calls
 
 
 class SandboxServer:
@@ -684,6 +724,25 @@ def _program_process(spec: dict, calls_fd: int, replies_fd: int) -> None:
         except _NotSerializable as e:
             return {"error": "not_serializable", "detail": f"{name}: {e}"}
 
+    def call(name: str, args, kwargs, deadline: float) -> dict:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline))
+            result = {"value": _encode(namespace[name](*_decode(args), **_decode(kwargs)))}
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return result
+        except _NotSerializable as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"error": "not_serializable", "detail": f"{name} returned {e}"}
+        except _TestTimeout as e:
+            return {"error": "timeout", "detail": f"{name}: call {e}"}
+        except SystemExit as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"error": "early_exit", "detail": f"{name} raised SystemExit({e})"}
+        except BaseException as e:  # noqa: BLE001 - the candidate raised: the test decides what that means
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"raised": _exception_name(e), "message": str(e)[:500],
+                    "errno": getattr(e, "errno", None) if isinstance(e, OSError) else None}
+
     send({"ready": True, "names": {name: describe(name) for name in spec["names"]}})
     reader = os.fdopen(calls_fd, "rb", buffering=1 << 16)
     while line := reader.readline():
@@ -692,23 +751,17 @@ def _program_process(spec: dict, calls_fd: int, replies_fd: int) -> None:
         if msg["op"] == "get":
             reply.update(describe(msg["name"]))
         elif msg["op"] == "call":
-            try:
-                signal.setitimer(signal.ITIMER_REAL, max(0.001, msg["deadline"]))
-                result = namespace[msg["name"]](*_decode(msg["args"]), **_decode(msg["kwargs"]))
-                reply["value"] = _encode(result)
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            except _NotSerializable as e:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                reply.update(error="not_serializable", detail=f"{msg['name']} returned {e}")
-            except _TestTimeout as e:
-                reply.update(error="timeout", detail=f"{msg['name']}: call {e}")
-            except SystemExit as e:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                reply.update(error="early_exit", detail=f"{msg['name']} raised SystemExit({e})")
-            except BaseException as e:  # noqa: BLE001 - the candidate raised: the test decides what that means
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                reply.update(raised=_exception_name(e), message=str(e)[:500],
-                             errno=getattr(e, "errno", None) if isinstance(e, OSError) else None)
+            reply.update(call(msg["name"], msg["args"], msg["kwargs"], msg["deadline"]))
+        elif msg["op"] == "batch":
+            results = []
+            for name, args, kwargs in msg["calls"]:
+                result = call(name, args, kwargs, msg["deadline"])
+                if len(json.dumps(result)) > MAX_REPLY_BYTES // 16:
+                    result = {"deferred": True}  # a big value travels alone, when the test asks for it
+                results.append(result)
+                if integrity.changes(full=False):
+                    break
+            reply["results"] = results
         changed = integrity.changes(full=msg["op"] == "finish")
         if changed:
             reply = {"id": msg["id"], "error": "tampered", "detail": "the program changed " + ", ".join(changed)[:400]}
@@ -731,6 +784,8 @@ class _Channel:
         self.next_id = 0
         self.broken: _Boundary | None = None   # once set, every later request fails the same way
         self.violations: list[_Boundary] = []  # boundary failures during the current test (even if swallowed)
+        self.batch: tuple[int, list, float] | None = None  # (id, calls, seconds allowed) of an unread batch
+        self.prefetched: dict[str, list[dict]] = {}       # call key -> answers not yet used, in order
 
     def fail(self, reason: str, detail: str, sticky: bool = True) -> _Boundary:
         err = _Boundary(reason, detail)
@@ -758,7 +813,49 @@ class _Channel:
             raise self.fail("tampered", "the call channel carried something that is not a reply")
         return reply
 
+    def send_batch(self, calls: list, budget: float) -> None:
+        """Ask for every literal call at once; the answers are read later (`read_batch`), while the tests'
+        setup runs here. Each call gets the per-test budget in the program."""
+        if not calls:
+            return
+        msg = {"op": "batch", "calls": calls, "deadline": budget, "id": self.next_id}
+        self.next_id += 1
+        try:
+            _write_all(self.calls_fd, (json.dumps(msg) + "\n").encode())
+        except BrokenPipeError:
+            return  # the next request says so
+        self.batch = (msg["id"], calls, budget * (len(calls) + 1))
+
+    def read_batch(self) -> None:
+        import signal
+        if self.batch is None:
+            return
+        batch_id, calls, allowed = self.batch
+        self.batch = None
+        before = signal.setitimer(signal.ITIMER_REAL, allowed)[0]
+        try:
+            reply = self.read()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, before)
+        self.violations = []  # a failure here belongs to no test; it is sticky, so every test still sees it
+        if reply.get("id") != batch_id:
+            raise self.fail("tampered", f"a reply to call {reply.get('id')!r} came for call {batch_id}")
+        if "error" in reply:
+            self.check(reply)
+        results = reply.get("results")
+        if type(results) is not list or len(results) > len(calls) or not all(type(r) is dict for r in results):
+            raise self.fail("tampered", "a batch reply that does not answer the batch")
+        for (name, args, kwargs), result in zip(calls, results):
+            self.prefetched.setdefault(json.dumps([name, args, kwargs]), []).append(result)
+
+    def check(self, reply: dict) -> None:
+        if "error" in reply:
+            reason = reply["error"] if reply["error"] in REASONS else "tampered"
+            raise self.fail(reason, str(reply.get("detail"))[:500], sticky=reason in ("tampered", "early_exit"))
+
     def request(self, msg: dict) -> dict:
+        if self.batch is not None:
+            self.read_batch()
         if self.broken is not None:
             self.violations.append(self.broken)
             raise _Boundary(self.broken.reason, str(self.broken))
@@ -771,9 +868,7 @@ class _Channel:
         reply = self.read()
         if reply.get("id") != msg["id"]:
             raise self.fail("tampered", f"a reply to call {reply.get('id')!r} came for call {msg['id']}")
-        if "error" in reply:
-            reason = reply["error"] if reply["error"] in REASONS else "tampered"
-            raise self.fail(reason, str(reply.get("detail"))[:500], sticky=reason in ("tampered", "early_exit"))
+        self.check(reply)
         return reply
 
     def expect_end(self) -> None:
@@ -796,9 +891,14 @@ class _Channel:
             payload = {"op": "call", "name": name, "args": _encode(list(args)), "kwargs": _encode(dict(kwargs))}
         except _NotSerializable as e:
             raise self.fail("not_serializable", f"an argument to {name}: {e}", sticky=False) from None
-        remaining = signal.getitimer(signal.ITIMER_REAL)[0] or budget
-        payload["deadline"] = max(0.001, remaining - 0.05)  # the program's own alarm fires first
-        reply = self.request(payload)
+        answers = self.prefetched.get(json.dumps([name, payload["args"], payload["kwargs"]]))
+        reply = answers.pop(0) if answers else {"deferred": True}
+        if self.broken is None and not reply.get("deferred"):
+            self.check(reply)
+        else:
+            remaining = signal.getitimer(signal.ITIMER_REAL)[0] or budget
+            payload["deadline"] = max(0.001, remaining - 0.05)  # the program's own alarm fires first
+            reply = self.request(payload)
         if "raised" in reply:
             exc_type = getattr(builtins, str(reply["raised"]), None)
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)) or \
@@ -856,6 +956,8 @@ def _tests_process(spec: dict, payload: dict, channel: _Channel, emit) -> None:
     if first.get("ready") is not True or type(known) is not dict:
         return emit({"event": "program_error", "reason": "tampered", "error": "the program process sent "
                                                                               "something other than ready"})
+    channel.send_batch([c for c in payload["prefetch"] if type(known.get(c[0])) is dict
+                        and known[c[0]].get("kind") == "callable"], budget)
     namespace = {"__name__": "__tests__", "__builtins__": __builtins__}
     for label, source, names in (("context", payload["context"], []),
                                  ("setup", payload["setup"], payload["setup_names"])):
@@ -869,6 +971,10 @@ def _tests_process(spec: dict, payload: dict, channel: _Channel, emit) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             reason = "syntax_error" if isinstance(e, SyntaxError) else _reason(e)
             return emit({"event": "program_error", "reason": reason, "error": f"{label}: {_describe(e)}"})
+    try:
+        channel.read_batch()
+    except BaseException:  # noqa: BLE001 - sticky: every test that calls the program fails with it
+        pass
     for i, (test, names) in enumerate(zip(payload["tests"], payload["test_names"])):
         channel.violations = []
         try:
@@ -971,10 +1077,6 @@ def _harness(spec: dict, out: int, err: int, res: int) -> int:
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises SandboxUnavailable
         _emit_to(res, {"event": "infra_error", "error": _describe(e)})
         return 1
-    # the job's processes share one CPU (by server slot): a call's two wakeups stay on one core (about a quarter
-    # more jobs per second), and a program cannot take more than one core whatever it starts
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[((spec["uid"] - UID_BASE) % 128 // 2) % len(cpus)]})
     program_pid = os.fork()
     if program_pid == 0:  # 0 /dev/null, 1 stdout, 2 stderr, 3 calls in, 4 replies out
         code = 70
