@@ -318,19 +318,24 @@ def run_programs(jobs: list[Job], limits: Limits = Limits(), workers: int | None
     lock = threading.Lock()
     # the tests of each distinct job, one root-only file each (k candidates of a prompt share one)
     tests_dir = tempfile.mkdtemp(prefix="pairsmith-tests-")
-    planned, written = [], {}
-    for job in jobs:
-        key = (job.setup, tuple(job.tests), job.context, job.entry_point)
-        if key not in written:
-            payload = test_payload(job)
-            path = os.path.join(tests_dir, hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".json")
-            with open(path, "w") as f:
-                json.dump(payload, f)
-            names = sorted(set(payload["setup_names"]).union(*payload["test_names"]))
-            written[key] = (path, names)
-        planned.append((job, *written[key]))
+    written: dict[tuple, tuple[str, list[str]]] = {}
+    writing = threading.Lock()
 
-    def one(job_path: tuple[Job, str, list[str]]) -> Result:
+    def tests_file(job: Job) -> tuple[str, list[str]]:
+        """(path, names) of the job's tests file, written once per distinct tests (in the worker threads, so
+        it overlaps the other servers' jobs)."""
+        key = (job.setup, tuple(job.tests), job.context, job.entry_point)
+        with writing:
+            if key not in written:
+                payload = test_payload(job)
+                path = os.path.join(tests_dir, hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".json")
+                with open(path, "w") as f:
+                    json.dump(payload, f)
+                written[key] = (path, sorted(set(payload["setup_names"]).union(*payload["test_names"])))
+            return written[key]
+
+    def one(job: Job) -> Result:
+        path, names = tests_file(job)
         try:
             server = servers.get_nowait()
         except queue.Empty:
@@ -338,7 +343,7 @@ def run_programs(jobs: list[Job], limits: Limits = Limits(), workers: int | None
                 server = SandboxServer(len(started))
                 started.append(server)
         try:
-            result = server.run(*job_path, limits)
+            result = server.run(job, path, names, limits)
         except SandboxUnavailable:
             server.close()
             raise
@@ -347,7 +352,7 @@ def run_programs(jobs: list[Job], limits: Limits = Limits(), workers: int | None
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, planned))
+            return list(pool.map(one, jobs))
     finally:
         for server in started:
             server.close()
