@@ -83,10 +83,17 @@ def run_cli(argv: list[str] | None, *, config_cls, prog: str, description: str,
     if args.print_config:
         print(config.model_dump_json(indent=2))
         return 0
-    if run_local is not None and args.no_prefect:
-        result = run_local(config)
-    else:
-        prefect_env()
-        result = make_flow()(config=config)
+    from pipelines.core import io
+    try:
+        if getattr(config, "output_dir", None):  # a read-only or full output dir: one line now, not a traceback later
+            io.check_writable(config.output_dir)
+        if run_local is not None and args.no_prefect:
+            result = run_local(config)
+        else:
+            prefect_env()
+            result = make_flow()(config=config)
+    except io.OutputError as e:
+        print(f"error: {e.strerror}", file=sys.stderr)
+        return 2
     print(summary(result))
     return 0

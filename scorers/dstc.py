@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipelines.core import ids, schema
 from scorers import score_rows
-from scorers.execution import assemble, extract_code
+from scorers.execution import assemble, extract_code, trusted_context
 from scorers.sandbox import Job, Limits, check_available, run_programs
 
 TEST_PROMPT = ("Write {n} different assert statements that test the Python function `{entry}` below on typical "
@@ -125,7 +125,7 @@ class DSTCScorer:
             meta = json.loads(by_id.loc[pid, "meta"] or "{}")
             entry = meta.get("entry_point")
             program, _ = assemble(meta.get("code_prompt"), extract_code(text, entry), entry)
-            jobs.append(Job(program, tests[pid]))
+            jobs.append(Job(program, tests[pid], context=trusted_context(meta.get("code_prompt")), entry_point=entry))
             job_rows.append(i)
         results = dict(zip(job_rows, run_programs(jobs, self.limits, self.workers)))
         # pass matrix per prompt -> weighted scores

@@ -1,7 +1,10 @@
 """Test-execution scoring: run each candidate program with its prompt's tests in the sandbox (scorers/sandbox.py).
 
 score = fraction of the prompt's tests the program passes; details keep the per-test verdicts, the failure
-reason (wrong_answer, runtime_error, syntax_error, timeout, memory, output_limit, crash) and the stderr tail.
+reason (wrong_answer, runtime_error, syntax_error, timeout, memory, output_limit, crash, early_exit,
+not_serializable, tampered: see scorers/sandbox.py), what a tampering program changed, and the stderr tail.
+The tests run in a process of their own and decide the verdicts; the program only answers calls with plain
+values (docs/scorers.md, "What the reward is protected against").
 
 Where things come from (the HumanEval loader, pipelines/loaders/humaneval.py, fills them; any loader may):
 - `reference`: the test code. A `check(candidate)` function (HumanEval style) or plain top-level asserts.
@@ -121,6 +124,12 @@ def split_tests(test_code: str, entry_point: str | None) -> tuple[str, list[str]
     return "", [test_code]
 
 
+def trusted_context(code_prompt: str | None) -> str:
+    """The code prompt, run in the sandbox's test process before the tests: the helper functions the tests call
+    (HumanEval's `encode_cyclic` beside `decode_cyclic`) are then the dataset's, not the program's."""
+    return code_prompt if code_prompt and _compiles(code_prompt) else ""
+
+
 class ExecutionScorer:
     name = "execution"
 
@@ -147,7 +156,8 @@ class ExecutionScorer:
                 setup, tests = split_tests(str(tests_code), entry)
             else:
                 setup, tests = f"{tests_code}\n", [f"check({entry})" if entry else str(tests_code)]
-            out.append((Job(program, tests, setup), {"assembly": how}))
+            out.append((Job(program, tests, setup, context=trusted_context(meta.get("code_prompt")),
+                            entry_point=entry), {"assembly": how}))
         return out
 
     def score(self, candidates: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
@@ -170,4 +180,5 @@ def result_details(result: Result, info: dict | None = None) -> dict:
     return {**(info or {}), "passed": result.passed, "total": len(result.verdicts), "reason": result.reason,
             "verdicts": [{"ok": v.ok, "reason": v.reason, **({"error": v.error} if v.error else {})}
                          for v in result.verdicts],
-            "exit": result.exit, "seconds": result.seconds, "stderr_tail": result.stderr_tail[-500:]}
+            "exit": result.exit, "seconds": result.seconds, "stderr_tail": result.stderr_tail[-500:],
+            **result.extra}  # `tampered`: what the program changed, when it did

@@ -2,13 +2,12 @@
 
 score = 1.0 when the response's final answer is mathematically equivalent to the prompt's reference, else 0.0.
 A response with no parseable answer is wrong (0.0), not an error: the scorer did its job. An error row is
-written only when the scorer cannot judge at all (no reference answer, math-verify raising).
+written only when the scorer cannot judge: no reference answer, math-verify raising, or the answer taking longer
+than `timeout_s` to verify (reason `timeout` in the details: an answer such as 9^(9^(9^9)) makes sympy compute
+without end). math-verify runs in worker processes with a hard deadline per answer
+(scorers/math_verify_pool.py), so one such answer costs its own row, not the run.
 
-`parse_reference` and `check_answer` are the one place pairsmith calls math-verify: the step search's +-1 outcome
-(pipelines/step_pairs/outcome.py) and evaluation use them too.
-
-math-verify's own timeouts use SIGALRM, which only works in the main thread; Prefect runs tasks in worker
-threads, so the timeouts are disabled here (the inputs are short model outputs).
+The step search's +-1 outcome (pipelines/step_pairs/outcome.py) and evaluation go through the same pool.
 """
 
 from __future__ import annotations
@@ -16,47 +15,42 @@ from __future__ import annotations
 import pandas as pd
 
 from scorers import score_rows
-
-
-def parse_reference(reference: str, gold_is_latex: bool = False):
-    """The reference answer as math-verify's parsed gold; a reference that does not parse is an error."""
-    from math_verify import parse
-    gold = parse(reference if gold_is_latex else f"${reference}$", parsing_timeout=None)
-    if not gold:
-        raise ValueError(f"reference {reference!r} does not parse")
-    return gold
-
-
-def check_answer(text: str, gold) -> tuple[bool, list]:
-    """(is the final answer of `text` equivalent to the gold, the answers math-verify extracted)."""
-    from math_verify import parse, verify
-    answer = parse(text, parsing_timeout=None)
-    return bool(answer) and verify(gold, answer, timeout_seconds=None), answer
+from scorers.math_verify_pool import DEFAULT_TIMEOUT_S, shared_pool
 
 
 class MathVerifyScorer:
     name = "math_verify"
 
-    def __init__(self, gold_is_latex: bool = False):
+    def __init__(self, gold_is_latex: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None):
+        if timeout_s <= 0:
+            raise ValueError(f"math_verify: timeout_s must be > 0, got {timeout_s}")
         self.gold_is_latex = gold_is_latex
+        self.pool = shared_pool(timeout_s, workers)  # starts the workers now: they import math-verify meanwhile
 
     def score(self, candidates: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
         references = prompts.set_index("prompt_id")["reference"]
-        golds: dict[str, object] = {}
-        scores, details, errors = [], [], []
+        rows, items = [], []
         for pid, text in zip(candidates["prompt_id"], candidates["text"]):
             reference = references.get(pid)
             if reference is None or pd.isna(reference):
+                rows.append(None)
+            else:
+                rows.append(len(items))
+                items.append((str(text), str(reference), self.gold_is_latex))
+        outcomes = self.pool.check(items)
+        scores, details, errors = [], [], []
+        for row, pid in zip(rows, candidates["prompt_id"]):
+            if row is None:
                 scores.append(None), details.append(None), errors.append("prompt has no reference answer")
                 continue
-            try:
-                if pid not in golds:
-                    golds[pid] = parse_reference(str(reference), self.gold_is_latex)
-                correct, answer = check_answer(text, golds[pid])
-            except Exception as e:  # noqa: BLE001 - any failure of the verifier is an error row, not a score
-                scores.append(None), details.append(None), errors.append(f"math-verify: {type(e).__name__}: {e}")
+            outcome, reference = outcomes[row], items[row][1]
+            if "error" in outcome:
+                scores.append(None), errors.append(outcome["error"])
+                details.append({"reason": outcome["reason"], "reference": reference,
+                                **({"seconds": outcome["seconds"], "timeout_s": self.pool.timeout_s}
+                                   if outcome["reason"] == "timeout" else {})})
                 continue
-            scores.append(1.0 if correct else 0.0)
-            details.append({"extracted": [str(a) for a in answer], "reference": str(reference)})
+            scores.append(1.0 if outcome["correct"] else 0.0)
+            details.append({"extracted": outcome["extracted"], "reference": reference})
             errors.append(None)
         return score_rows(candidates, self.name, scores, details, errors)

@@ -25,7 +25,7 @@ from pipelines.core.progress import to_stderr
 from pipelines.core.run import Batch, BatchResult, Run
 from pipelines.step_pairs.config import StepPairsConfig
 
-STEP_CODE = ("samplers", "scorers/math_verify_scorer.py", "pipelines/core/models.py", "pipelines/core/ids.py",
+STEP_CODE = ("samplers", "scorers/math_verify_pool.py", "pipelines/core/models.py", "pipelines/core/ids.py",
              "pipelines/core/schema.py", "pipelines/step_pairs")
 
 
@@ -102,7 +102,8 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     t0 = time.perf_counter()
     prompts = run.batch_prompts(batch)
     sampler = get_sampler(run.config.sampler)
-    rows, drops, trees, calls, stats = build_batch(prompts, sampler, MathOutcome(), run.config)
+    outcome = MathOutcome()
+    rows, drops, trees, calls, stats = build_batch(prompts, sampler, outcome, run.config)
     io.write_json([t.to_json() for t in trees], trees_path)
     io.write_table(drops, drops_path, schema.DROPS)
     io.write_table(schema.frame(rows, schema.STEP_PAIRS), pairs_path, schema.STEP_PAIRS)  # last: marks "done"
@@ -110,7 +111,8 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     log(f"batch {batch.index + 1}/{len(run.batches)}: {len(prompts)} prompts, {len(rows)} pairs, "
         f"{stats.nodes} nodes, {stats.rollouts} rollouts, calls {calls} in {seconds:.1f}s")
     return BatchResult(batch.index, len(prompts), False, calls, {"search": seconds},
-                       {"nodes": stats.nodes, "rollouts": stats.rollouts, "tokens": dict(stats.tokens)})
+                       {"nodes": stats.nodes, "rollouts": stats.rollouts, "tokens": dict(stats.tokens),
+                        "outcome_timeouts": outcome.timeouts})
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
@@ -137,6 +139,7 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
         "trees": len(trees),
         "tree_nodes": sum(len(t["nodes"]) for t in trees),
         "rollouts": sum(r.stats.get("rollouts", 0) for r in results),
+        "outcome_timeouts": sum(r.stats.get("outcome_timeouts", 0) for r in results),  # answers counted wrong
         "drops_by_reason": run_core.drops_by_reason(drops),
     })
     # sampled tokens (this run's engine calls; resumed batches add none) vs the cost formula's upper bound
