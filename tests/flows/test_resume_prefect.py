@@ -1,5 +1,5 @@
 """kill -9 in the middle of sampling under Prefect, then the same command again: no finished batch is sampled
-again, and the output is the same as a run never interrupted (tests/test_resume.py does this for --no-prefect).
+again, and the output is the same as a run never interrupted (tests/pairs/test_resume.py does this for --no-prefect).
 
 Two ways Prefect can run: the temporary local API a flow starts when no PREFECT_API_URL is set (it lives in a
 child process of the run: the kill takes the whole process group, as a crash of the machine's job would), and a

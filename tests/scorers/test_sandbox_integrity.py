@@ -1,6 +1,6 @@
 """Hostile programs against the execution reward: each hack a policy could learn must score 0, with its own reason.
 
-The host-safety suite (tests/test_execution_security.py) checks that the sandbox protects the machine; this one
+The host-safety suite (tests/scorers/test_sandbox.py) checks that the sandbox protects the machine; this one
 checks that it protects the *reward*: a program must not be able to pass tests it does not pass. Every hack is
 scored by the real ExecutionScorer on one small problem (`add`), in one batch beside an honest solution.
 """
