@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipelines.core import ids, schema
 from pipelines.pairs.selection.details import format_g6, ints_to_str, join
-from pipelines.pairs.selection.grouped import ROW_COLUMNS, first_rows, group_stats, prompt_codes
+from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, remember
 
 PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
 EPS = 1e-12
@@ -65,11 +65,11 @@ def _numeric_keys(df: pd.DataFrame, columns: list[str]) -> bool:
 
 def first_per_prompt(df: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:
     """The first row of each prompt after sorting by `by` (stable; sample_index breaks remaining ties), in
-    prompt_id order. Numeric keys go through `first_rows` (no sort); anything else through a pandas sort."""
+    prompt_id order. Numeric keys go through `Groups.first` (no sort); anything else through a pandas sort."""
     cols = [*by, "sample_index"]
     if len(df) and _numeric_keys(df, cols) and not df["prompt_id"].isna().any():
-        codes, uniques = prompt_codes(df["prompt_id"])
-        first = first_rows(codes, len(uniques), [(df[c].to_numpy(), a) for c, a in zip(cols, [*ascending, True])])
+        groups = groups_of(df["prompt_id"])
+        first = groups.first([(df[c].to_numpy(), a) for c, a in zip(cols, [*ascending, True])])[groups.order]
         return df.iloc[first[first >= 0]]
     order = df.sort_values(["prompt_id", *by, "sample_index"], ascending=[True, *ascending, True], kind="stable")
     return order.drop_duplicates("prompt_id", keep="first")
@@ -81,9 +81,9 @@ def stats(pool: pd.DataFrame, ddof: int = 0) -> pd.DataFrame:
         g = pool.groupby("prompt_id")["reward"]
         return pd.DataFrame({"mu": g.transform("mean"), "sigma": g.transform("std", ddof=ddof).fillna(0.0),
                              "rmin": g.transform("min"), "rmax": g.transform("max")}, index=pool.index)
-    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)
-    s = group_stats(codes, len(uniques), pool["reward"].to_numpy(dtype=np.float64), ddof)
-    return pd.DataFrame({k: s[k][codes] for k in ("mu", "sigma", "rmin", "rmax")}, index=pool.index)
+    groups = groups_of(pool["prompt_id"])
+    s = groups.stats(pool["reward"].to_numpy(dtype=np.float64), ddof)
+    return pd.DataFrame({k: s[k][groups.codes] for k in ("mu", "sigma", "rmin", "rmax")}, index=pool.index)
 
 
 def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -93,28 +93,40 @@ def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     drops = []
     rewards = pool["reward"].to_numpy(dtype=np.float64)
     bad = np.isnan(rewards)
-    if bad.any():
+    any_bad = bool(bad.any())
+    if any_bad:
         e = pool[bad]
         drops.append(schema.drop_rows(e["prompt_id"], "select", "score_error", e["error"].fillna("no reward"),
                                       rule=rule, candidate_ids=e["candidate_id"]))
-    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)  # prompts in order of first appearance
-    s = group_stats(codes, len(uniques), rewards)
-    n_valid = s["size"]
+    groups = groups_of(pool["prompt_id"])  # prompts in order of first appearance
+    if any_bad:
+        n_valid = groups.count(~bad)
+        rmin = groups.extreme(np.where(bad, np.inf, rewards))
+        rmax = groups.extreme(np.where(bad, -np.inf, rewards), lowest=False)
+    else:
+        n_valid, rmin, rmax = groups.count(), groups.extreme(rewards), groups.extreme(rewards, lowest=False)
     few = np.flatnonzero(n_valid < 2)
     if len(few):
-        total = np.bincount(codes, minlength=len(uniques))
-        drops.append(schema.drop_rows(uniques[few], "select", "too_few_valid",
-                                      join(ints_to_str(n_valid[few]), " valid of ", ints_to_str(total[few]), " responses"),
-                                      rule=rule))
-    spread = s["rmax"] - s["rmin"]
-    flat = np.flatnonzero((n_valid >= 2) & (spread <= EPS))
+        total = groups.count()
+        detail = join(ints_to_str(n_valid[few]), " valid of ", ints_to_str(total[few]), " responses")
+        drops.append(schema.drop_rows(groups.ids.take(pa.array(few)), "select", "too_few_valid", detail, rule=rule))
+    with np.errstate(invalid="ignore"):  # inf - inf: a prompt without valid rewards (already counted as few)
+        spread = rmax - rmin
+        flat = np.flatnonzero((n_valid >= 2) & (spread <= EPS))
+        keep_group = (n_valid >= 2) & (spread > EPS)
     if len(flat):
-        flat = flat[uniques[flat].argsort()]  # in prompt_id order, as a groupby lists them
-        drops.append(schema.drop_rows(uniques[flat], "select", "zero_variance",
-                                      join("all ", ints_to_str(n_valid[flat]), " rewards = ", format_g6(s["rmax"][flat])),
+        flat = flat[pc.sort_indices(groups.ids.take(pa.array(flat))).to_numpy()]  # in prompt_id order, as a groupby
+        drops.append(schema.drop_rows(groups.ids.take(pa.array(flat)), "select", "zero_variance",
+                                      join("all ", ints_to_str(n_valid[flat]), " rewards = ", format_g6(rmax[flat])),
                                       rule=rule))
-    keep = ~bad & ((n_valid >= 2) & (spread > EPS))[codes]
-    valid = pool.copy(deep=False) if keep.all() else pool[keep]
+    keep = None if keep_group.all() else groups.broadcast(keep_group)
+    if any_bad:
+        keep = ~bad if keep is None else keep & ~bad
+    if keep is None or keep.all():
+        valid = pool.copy(deep=False)
+    else:
+        valid = pool[keep]
+        remember(valid["prompt_id"], groups.subset(keep))
     return valid, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
 
@@ -133,32 +145,33 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
         drops.append(schema.drop_rows(t["prompt_id"], "select", "tie",
                                       join("chosen and rejected both ", format_g6(t["chosen_score"])), rule=rule))
         pairs = pairs[~tie]
-    codes, uniques = prompt_codes(valid["prompt_id"], sort=False)
-    paired = np.zeros(len(uniques), dtype=bool)
+    groups = groups_of(valid["prompt_id"])
+    paired = np.zeros(groups.n, dtype=bool)
     rows = [pairs[c].to_numpy() for c in ROW_COLUMNS if c in pairs]
     if len(rows) == 2:  # the rule told where its pairs are: no id matching
         pairs = pairs.drop(columns=list(ROW_COLUMNS))
         used = np.zeros(len(valid), dtype=bool)
         for r in rows:
             used[r] = True
-        paired[codes[rows[0]]] = True
+        paired[groups.codes[rows[0]]] = True
     else:
         used = isin(valid["candidate_id"], pd.concat([pairs["chosen_id"], pairs["rejected_id"]])).to_numpy()
-        at = uniques.get_indexer(pd.unique(pairs["prompt_id"]))
-        paired[at[at >= 0]] = True
+        paired = isin(pd.Series(groups.ids.to_pandas()), pairs["prompt_id"]).to_numpy()
     # a prompt that got no pair at all (all its pairs tied, or the rule found none) must still be accounted for
     if not paired.all():
-        unpaired = uniques[~paired].sort_values()
+        unpaired = groups.ids.filter(pa.array(~paired))
+        unpaired = unpaired.take(pc.sort_indices(unpaired))
         if drops:
-            unpaired = unpaired[~isin(pd.Series(unpaired), drops[0]["prompt_id"]).to_numpy()]
+            unpaired = unpaired.filter(pc.invert(pc.is_in(unpaired, value_set=_arrow(drops[0]["prompt_id"]))))
         if len(unpaired):
             drops.append(schema.drop_rows(unpaired, "select", "tie", "rule produced no pair with distinct rewards",
                                           rule=rule))
-    left = paired[codes] & ~used
+    left = paired[groups.codes] & ~used
     if left.any():
-        drops.append(schema.drop_rows(valid["prompt_id"].array[left], "select", "not_selected",
-                                      join("reward ", format_g6(valid["reward"].to_numpy()[left])), rule=rule,
-                                      candidate_ids=valid["candidate_id"].array[left]))
+        mask = pa.array(left)
+        drops.append(schema.drop_rows(_arrow(valid["prompt_id"]).filter(mask), "select", "not_selected",
+                                      format_g6(valid["reward"].to_numpy()[left], "reward "), rule=rule,
+                                      candidate_ids=_arrow(valid["candidate_id"]).filter(mask)))
     pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
     return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
