@@ -1,13 +1,15 @@
 """Vectorised `select` vs a per-prompt Python loop (RLHFlow style: loop over prompts, argmax, argmin).
 
-    nice -n 10 python3 benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
+    python benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
 
 Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on the selection only:
 - vectorised: `pipelines.pairs.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
   k-2 unused candidates of each prompt: 900k rows at 1M candidates);
 - loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only;
 - loop+drops: the same loop also writing the drop rows select writes (same reasons and detail text), as a frame.
-Pairs are asserted identical across the three sides. Median (and best) of --repeats runs per side.
+Pairs are asserted identical across the three sides, and select's drop rows identical to loop+drops' (prompt,
+candidate, reason, detail text). Best (and median) of --repeats runs per side, interleaved; the ratios are of
+runs in this one invocation. Results: benchmarks/results/selection.json (command, machine, load average, figures).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import record  # noqa: E402
 
 EPS = 1e-12
 
@@ -94,8 +98,13 @@ def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
         dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     digest = hashlib.sha256(repr(sorted(pairs)).encode()).hexdigest()
+    drops_digest = None
+    if drops is not None:  # outside the timed region: every drop row, in no particular order
+        rows = zip(drops["prompt_id"], drops["candidate_id"].astype(object).where(drops["candidate_id"].notna(), None),
+                   drops["reason"], drops["detail"])
+        drops_digest = hashlib.sha256(repr(sorted(rows, key=repr)).encode()).hexdigest()
     return {"seconds": dt, "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024, "pairs_sha256": digest,
-            "n_pairs": len(pairs), "n_drops": 0 if drops is None else len(drops)}
+            "n_pairs": len(pairs), "n_drops": 0 if drops is None else len(drops), "drops_sha256": drops_digest}
 
 
 def main() -> None:
@@ -104,12 +113,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rules", default="max_min,mu_2sigma")
+    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/selection.json)")
     ap.add_argument("--side", nargs=2, metavar=("SIDE", "RULE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
         print(json.dumps(run_side(*args.side, args.prompts, args.k)))
         return
+    run = record.Run("selection", args.out)
     sides = ("vectorised", "loop", "loop+drops")
+    figures = {"prompts": args.prompts, "k": args.k, "candidates": args.prompts * args.k, "repeats": args.repeats,
+               "rules": {}}
     for rule in args.rules.split(","):
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for _ in range(args.repeats):
@@ -119,19 +132,32 @@ def main() -> None:
                 runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
         digests = {r["pairs_sha256"] for rs in runs.values() for r in rs}
         assert len(digests) == 1, f"{rule}: pairs differ between sides"
-        assert runs["vectorised"][0]["n_drops"] == runs["loop+drops"][0]["n_drops"], f"{rule}: drop rows differ"
+        drop_digests = {r["drops_sha256"] for s in ("vectorised", "loop+drops") for r in runs[s]}
+        assert len(drop_digests) == 1, f"{rule}: drop rows differ between select and loop+drops"
         med = {s: statistics.median(r["seconds"] for r in rs) for s, rs in runs.items()}
         best = {s: min(r["seconds"] for r in rs) for s, rs in runs.items()}
         print(f"\n{rule}, {args.prompts} prompts x {args.k} = {args.prompts * args.k} candidates, "
-              f"{runs['vectorised'][0]['n_pairs']} identical pairs, {args.repeats} runs per side")
+              f"{runs['vectorised'][0]['n_pairs']} identical pairs, {runs['vectorised'][0]['n_drops']} identical "
+              f"drop rows, {args.repeats} runs per side")
         for s, rs in runs.items():
-            print(f"  {s:11s} median {med[s]:6.2f} s  best {best[s]:6.2f} s  peak RSS "
+            print(f"  {s:11s} best {best[s]:6.3f} s  median {med[s]:6.3f} s  peak RSS "
                   f"{max(r['peak_rss_mb'] for r in rs):5.0f} MB (pool alone {rs[0]['pool_rss_mb']:.0f} MB)  "
                   f"drop rows {rs[0]['n_drops']}")
         for s in ("loop", "loop+drops"):
-            print(f"  {s} / vectorised: median {med[s] / med['vectorised']:.1f}x, "
-                  f"best {best[s] / best['vectorised']:.1f}x")
-
+            print(f"  {s} / select: best {best[s] / best['vectorised']:.1f}x, "
+                  f"median {med[s] / med['vectorised']:.1f}x")
+        figures["rules"][rule] = {
+            "pairs": runs["vectorised"][0]["n_pairs"], "drop_rows": runs["vectorised"][0]["n_drops"],
+            "pairs_identical": True, "drop_rows_identical": True,
+            "seconds": {s: [round(r["seconds"], 4) for r in rs] for s, rs in runs.items()},
+            "best_s": {s: round(v, 4) for s, v in best.items()},
+            "median_s": {s: round(v, 4) for s, v in med.items()},
+            "speedup_best": {s: round(best[s] / best["vectorised"], 2) for s in ("loop", "loop+drops")},
+            "speedup_median": {s: round(med[s] / med["vectorised"], 2) for s in ("loop", "loop+drops")},
+            "peak_rss_mb": {s: round(max(r["peak_rss_mb"] for r in rs)) for s, rs in runs.items()},
+            "pool_rss_mb": round(runs["vectorised"][0]["pool_rss_mb"]),
+        }
+    run.write(figures)
 
 if __name__ == "__main__":
     main()
