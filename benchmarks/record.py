@@ -56,13 +56,16 @@ class Run:
     """One benchmark run: started when made (load average before), written once with its figures."""
 
     def __init__(self, name: str, out: str | None = None):
-        self.name = name
-        self.path = Path(out) if out else RESULTS / f"{name}.json"
+        self.name, self.out = name, out
         self.command = " ".join(["python", *sys.argv])
         self.started = dt.datetime.now().isoformat(timespec="seconds")
         self.load_before = [round(x, 2) for x in os.getloadavg()]
 
-    def write(self, figures: dict, **extra) -> Path:
+    def write(self, figures: dict, name: str | None = None, **extra) -> Path:
+        """figures (and extra top-level keys) -> out, or benchmarks/results/<name>.json (name: the one given at
+        the start unless a later one, e.g. with the device in it, is given here)."""
+        self.name = name or self.name
+        self.path = Path(self.out) if self.out else RESULTS / f"{self.name}.json"
         record = {"benchmark": self.name, "command": self.command, "date": self.started, "git_commit": git_commit(),
                   "machine": machine(),
                   "load_average": {"before": self.load_before, "after": [round(x, 2) for x in os.getloadavg()],
