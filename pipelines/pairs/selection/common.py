@@ -132,24 +132,25 @@ def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str):
     """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier."""
-    pairs = pairs.copy()
-    for col, default in (("weight", 1.0), ("tier", 0)):
-        if col not in pairs:
-            pairs[col] = default
-    pairs["weight"] = pairs["weight"].fillna(1.0).astype("float64")
-    pairs["tier"] = pairs["tier"].fillna(0).astype("int32")
+    n = len(pairs)
+    data = {c: pairs[c].array for c in pairs.columns if c not in ROW_COLUMNS}  # one frame at the end, no copies
+    data["weight"] = pairs["weight"].fillna(1.0).to_numpy(dtype="float64") if "weight" in pairs else np.ones(n)
+    data["tier"] = pairs["tier"].fillna(0).to_numpy().astype("int32") if "tier" in pairs else np.zeros(n, "int32")
+    chosen_score, rejected_score = (pairs[c].to_numpy(dtype="float64") for c in ("chosen_score", "rejected_score"))
+    rows = [pairs[c].to_numpy() for c in ROW_COLUMNS if c in pairs]
     drops = []
-    tie = ((pairs["chosen_score"] - pairs["rejected_score"]).abs() <= EPS).to_numpy()
+    tie = np.abs(chosen_score - rejected_score) <= EPS
     if tie.any():
-        t = pairs[tie]
-        drops.append(schema.drop_rows(t["prompt_id"], "select", "tie",
-                                      join("chosen and rejected both ", format_g6(t["chosen_score"])), rule=rule))
-        pairs = pairs[~tie]
+        drops.append(schema.drop_rows(data["prompt_id"][tie], "select", "tie",
+                                      join("chosen and rejected both ", format_g6(chosen_score[tie])), rule=rule))
+        data = {c: v[~tie] for c, v in data.items()}
+        rows = [r[~tie] for r in rows]
+        chosen_score, rejected_score = chosen_score[~tie], rejected_score[~tie]
+    data["margin"] = chosen_score - rejected_score
+    pairs = pd.DataFrame(data)
     groups = groups_of(valid["prompt_id"])
     paired = np.zeros(groups.n, dtype=bool)
-    rows = [pairs[c].to_numpy() for c in ROW_COLUMNS if c in pairs]
     if len(rows) == 2:  # the rule told where its pairs are: no id matching
-        pairs = pairs.drop(columns=list(ROW_COLUMNS))
         used = np.zeros(len(valid), dtype=bool)
         for r in rows:
             used[r] = True
@@ -166,13 +167,12 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
         if len(unpaired):
             drops.append(schema.drop_rows(unpaired, "select", "tie", "rule produced no pair with distinct rewards",
                                           rule=rule))
-    left = paired[groups.codes] & ~used
+    left = groups.broadcast(paired) & ~used
     if left.any():
         mask = pa.array(left)
         drops.append(schema.drop_rows(_arrow(valid["prompt_id"]).filter(mask), "select", "not_selected",
                                       format_g6(valid["reward"].to_numpy()[left], "reward "), rule=rule,
                                       candidate_ids=_arrow(valid["candidate_id"]).filter(mask)))
-    pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
     return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
 
 

@@ -26,10 +26,12 @@ def format_g6(values, prefix: str = "") -> pa.Array:
     n = len(x)
     if n < 64:
         return pa.array([f"{prefix}{v:.6g}" for v in x.tolist()], type=TEXT)
-    a = np.abs(x)
+    unit = 0 < x.min() and x.max() < 1  # rewards in (0, 1) (NaN fails both): one kind of text, no sign
+    a = x if unit else np.abs(x)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0, inf, NaN: any e (they are set apart below)
         e = np.floor(np.log10(a)).astype(np.int8)  # 10^e <= a < 10^(e+1), but off by one next to 10^k
     np.clip(e, -4, 5, out=e)
+    e = e.astype(np.intp)  # (gathers with intp indices are twice as fast)
     scaled = a * _POW10F[6 - e]
     m = np.rint(scaled)
     with np.errstate(invalid="ignore"):  # NaN, inf - inf
@@ -37,7 +39,7 @@ def format_g6(values, prefix: str = "") -> pa.Array:
         # NaN/inf/0) or 999999.7 rounded up to the next power of ten
         python = ~((np.abs(scaled - m) <= 0.5 - 1e-6) & (np.abs(scaled - 549999.5) <= 450000.0))
         m = m.astype(np.int64)
-    if 0 < x.min() and x.max() < 1:  # rewards in (0, 1) (NaN fails both): kind 0 everywhere but the python rows
+    if unit:  # kind 0 everywhere but the python rows
         common, other = 0, np.flatnonzero(python)
         kind = np.where(python, np.int8(6), np.int8(0)) if len(other) else None
     else:
