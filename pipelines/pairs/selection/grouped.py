@@ -173,14 +173,12 @@ def groups_of(prompt_ids: pd.Series) -> Groups:
     if n == 0:
         groups = Groups(np.zeros(0, dtype=np.intp), arr, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
     else:
-        change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.concatenate([[True], change]))
+        starts = np.flatnonzero(np.concatenate([[True], _changes(arr)]))
         groups = None
         if len(starts) <= n // 2:  # runs of 2+ rows: consecutive unless a prompt id comes back later
             heads = arr.take(pa.array(starts))
-            order = _sort_indices(heads)
-            ordered = heads.take(pa.array(order))
-            if len(heads) < 2 or not pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(heads) - 1))).as_py():
+            order, repeated = _sort_indices(heads, distinct=False)
+            if not repeated:
                 codes = np.repeat(np.arange(len(starts)), np.diff(starts, append=n))
                 groups = Groups(codes, heads, starts, order)
         if groups is None:
@@ -222,18 +220,44 @@ def _arrow(values) -> pa.Array:
     return pa.array(np.asarray(values, dtype=object), from_pandas=True)
 
 
-def _sort_indices(ids: pa.Array) -> np.ndarray:
-    """np.argsort of distinct strings. Ids of one length (content hashes are 16 hex digits) of up to 16 bytes
-    compare as their big-endian 8-byte words: a numpy argsort of the first word, with the few ties broken by
-    the second (10x faster than arrow's string sort)."""
+def _fixed_width(ids: pa.Array) -> np.ndarray | None:
+    """The ids' bytes as an (n, width) uint8 view when every id has the same width (content hashes: 16 hex
+    digits) of at most 16 bytes and none is null; else None."""
+    if not len(ids) or ids.null_count:
+        return None
     ids = ids.cast(pa.large_string())
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64, count=len(ids) + 1, offset=ids.offset * 8)
-    width = int(offsets[1] - offsets[0]) if len(ids) else 0
-    if len(ids) < 2 or ids.null_count or not 0 < width <= 16 or (np.diff(offsets) != width).any():
-        return pc.sort_indices(ids).to_numpy().astype(np.intp, copy=False)
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(-1, width)
+    width = int(offsets[1] - offsets[0])
+    if not 0 < width <= 16 or offsets[-1] - offsets[0] != width * len(ids) or (np.diff(offsets) != width).any():
+        return None
+    return np.frombuffer(ids.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(-1, width)
+
+
+def _changes(arr: pa.Array) -> np.ndarray:
+    """change[i]: arr[i + 1] != arr[i]. Ids of 8 or 16 bytes compare as machine words (4x faster than arrow)."""
+    data = _fixed_width(arr)
+    if data is not None and data.shape[1] % 8 == 0:
+        words = data.view(np.uint64)  # raw bits: equality does not care about byte order
+        change = words[1:, 0] != words[:-1, 0]
+        for j in range(1, words.shape[1]):
+            change |= words[1:, j] != words[:-1, j]
+        return change
+    return pc.not_equal(arr.slice(1), arr.slice(0, len(arr) - 1)).to_numpy(zero_copy_only=False)
+
+
+def _sort_indices(ids: pa.Array, distinct: bool = True) -> tuple[np.ndarray, bool] | np.ndarray:
+    """np.argsort of strings (distinct: only the order; else (order, whether two ids are equal)). Ids of one
+    width up to 16 bytes compare as their big-endian 8-byte words: a numpy argsort of the first word, with the
+    few ties broken by the second (10x faster than arrow's string sort)."""
+    data = _fixed_width(ids)
+    if data is None or len(ids) < 2:
+        order = pc.sort_indices(ids).to_numpy().astype(np.intp, copy=False)
+        if distinct:
+            return order
+        ordered = ids.take(pa.array(order))
+        return order, len(ids) > 1 and pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(ids) - 1))).as_py()
     padded = np.zeros((len(ids), 16), dtype=np.uint8)
-    padded[:, :width] = data
+    padded[:, :data.shape[1]] = data
     words = padded.view(">u8").astype(np.uint64)
     order = np.argsort(words[:, 0])
     first = words[order, 0]
@@ -242,7 +266,10 @@ def _sort_indices(ids: pa.Array) -> np.ndarray:
         at = np.union1d(tied, tied + 1)
         run = order[at]
         order[at] = run[np.lexsort((words[run, 1], words[run, 0]))]
-    return order
+    if distinct:
+        return order
+    second = words[order, 1]
+    return order, bool(len(tied) and ((first[tied + 1] == first[tied]) & (second[tied + 1] == second[tied])).any())
 
 
 def pairs_from_rows(pool: pd.DataFrame, groups: Groups, chosen: np.ndarray, rejected: np.ndarray) -> pd.DataFrame:
