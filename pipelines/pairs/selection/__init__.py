@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.core import schema
 from pipelines.core.registry import lookup
 from pipelines.pairs.selection import common
 
@@ -82,7 +81,7 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
         valid, more = common.prepare(valid, rule)
         all_drops.append(more)
     out = get_rule(rule)(valid, **(params or {})) if len(valid) else common.empty_pairs()
-    pairs, rule_drops = out if isinstance(out, tuple) else (out, schema.empty(schema.DROPS))
+    pairs, rule_drops = out if isinstance(out, tuple) else (out, common.no_drops())
     all_drops.append(rule_drops)
     # what the rule dropped itself must not get a second, generic row (tie / not_selected) from finish
     pairs, more = common.finish(pool, unclaimed(valid, pairs, rule_drops, rule), pairs, rule)
