@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipelines.core import ids, schema
 from pipelines.pairs.selection.details import format_g6, ints_to_str, join
-from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, remember
+from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, has_nan, remember
 
 PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
 EPS = 1e-12
@@ -103,8 +103,8 @@ def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise ValueError(f"{int(pool['prompt_id'].isna().sum())} pool rows have no prompt_id")
     drops = []
     rewards = pool["reward"].to_numpy(dtype=np.float64)
-    bad = np.isnan(rewards)
-    any_bad = bool(bad.any())
+    any_bad = has_nan(rewards)
+    bad = np.isnan(rewards) if any_bad else None
     if any_bad:
         e = pool[bad]
         drops.append(schema.drop_rows(e["prompt_id"], "select", "score_error", e["error"].fillna("no reward"),
