@@ -8,8 +8,11 @@ Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on
 - loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only;
 - loop+drops: the same loop also writing the drop rows select writes (same reasons and detail text), as a frame.
 Pairs are asserted identical across the three sides, and select's drop rows identical to loop+drops' (prompt,
-candidate, reason, detail text). Best (and median) of --repeats runs per side, interleaved; the ratios are of
-runs in this one invocation. Results: benchmarks/results/selection.json (command, machine, load average, figures).
+candidate, reason, detail text). Each side's process times two calls: the first (cold: numpy's and arrow's
+allocators touch every page for the first time, which on this VM costs about as much as the work) and a second
+on a deep copy of the pool (warm: what every call after the first in a process costs, e.g. one per shard).
+Best (and median) of --repeats runs per side, interleaved; the ratios are of runs in this one invocation.
+Results: benchmarks/results/selection.json (command, machine, load average, figures).
 """
 
 from __future__ import annotations
@@ -85,17 +88,25 @@ def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
 
 
 def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
+    """Two timed calls in this fresh process: the first (cold: the allocators have never held arrays this big, so
+    every page is touched for the first time) on the pool, the second (warm) on a deep copy of it (new arrow
+    arrays: select's per-array cache of prompt codes cannot help). Peak RSS: after the first call."""
     from pipelines.pairs.selection import select  # imported outside the timed region
+
+    def call(pool):
+        t0 = time.perf_counter()
+        if side == "vectorised":
+            df, drops = select(pool, rule)
+            dt = time.perf_counter() - t0
+            pairs = list(zip(df["prompt_id"], df["chosen_id"], df["rejected_id"]))
+        else:
+            pairs, drops = loop(pool, rule, with_drops=side == "loop+drops")
+            dt = time.perf_counter() - t0
+        return dt, pairs, drops
+
     pool = synthetic_pool(n_prompts, k)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    if side == "vectorised":
-        df, drops = select(pool, rule)
-        dt = time.perf_counter() - t0
-        pairs = list(zip(df["prompt_id"], df["chosen_id"], df["rejected_id"]))
-    else:
-        pairs, drops = loop(pool, rule, with_drops=side == "loop+drops")
-        dt = time.perf_counter() - t0
+    cold, pairs, drops = call(pool)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     digest = hashlib.sha256(repr(sorted(pairs)).encode()).hexdigest()
     drops_digest = None
@@ -103,9 +114,15 @@ def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
         rows = zip(drops["prompt_id"], drops["candidate_id"].astype(object).where(drops["candidate_id"].notna(), None),
                    drops["reason"], drops["detail"])
         drops_digest = hashlib.sha256(repr(sorted(rows, key=repr)).encode()).hexdigest()
-    return {"seconds": dt, "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024, "pairs_sha256": digest,
-            "n_pairs": len(pairs), "n_drops": 0 if drops is None else len(drops), "drops_sha256": drops_digest}
-
+    n_drops = 0 if drops is None else len(drops)
+    del drops
+    copy = pool.copy(deep=True)
+    del pool
+    warm, pairs2, drops2 = call(copy)
+    assert hashlib.sha256(repr(sorted(pairs2)).encode()).hexdigest() == digest
+    assert (0 if drops2 is None else len(drops2)) == n_drops
+    return {"seconds": warm, "cold_seconds": cold, "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024,
+            "pairs_sha256": digest, "n_pairs": len(pairs), "n_drops": n_drops, "drops_sha256": drops_digest}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,24 +153,28 @@ def main() -> None:
         assert len(drop_digests) == 1, f"{rule}: drop rows differ between select and loop+drops"
         med = {s: statistics.median(r["seconds"] for r in rs) for s, rs in runs.items()}
         best = {s: min(r["seconds"] for r in rs) for s, rs in runs.items()}
+        cold = {s: min(r["cold_seconds"] for r in rs) for s, rs in runs.items()}
         print(f"\n{rule}, {args.prompts} prompts x {args.k} = {args.prompts * args.k} candidates, "
               f"{runs['vectorised'][0]['n_pairs']} identical pairs, {runs['vectorised'][0]['n_drops']} identical "
               f"drop rows, {args.repeats} runs per side")
         for s, rs in runs.items():
-            print(f"  {s:11s} best {best[s]:6.3f} s  median {med[s]:6.3f} s  peak RSS "
-                  f"{max(r['peak_rss_mb'] for r in rs):5.0f} MB (pool alone {rs[0]['pool_rss_mb']:.0f} MB)  "
-                  f"drop rows {rs[0]['n_drops']}")
+            print(f"  {s:11s} warm: best {best[s]:6.3f} s  median {med[s]:6.3f} s;  cold (first call) best "
+                  f"{cold[s]:6.3f} s;  peak RSS {max(r['peak_rss_mb'] for r in rs):5.0f} MB (pool alone "
+                  f"{rs[0]['pool_rss_mb']:.0f} MB)  drop rows {rs[0]['n_drops']}")
         for s in ("loop", "loop+drops"):
-            print(f"  {s} / select: best {best[s] / best['vectorised']:.1f}x, "
-                  f"median {med[s] / med['vectorised']:.1f}x")
+            print(f"  {s} / select: warm best {best[s] / best['vectorised']:.1f}x, "
+                  f"median {med[s] / med['vectorised']:.1f}x;  cold best {cold[s] / cold['vectorised']:.1f}x")
         figures["rules"][rule] = {
             "pairs": runs["vectorised"][0]["n_pairs"], "drop_rows": runs["vectorised"][0]["n_drops"],
             "pairs_identical": True, "drop_rows_identical": True,
-            "seconds": {s: [round(r["seconds"], 4) for r in rs] for s, rs in runs.items()},
+            "warm_seconds": {s: [round(r["seconds"], 4) for r in rs] for s, rs in runs.items()},
+            "cold_seconds": {s: [round(r["cold_seconds"], 4) for r in rs] for s, rs in runs.items()},
             "best_s": {s: round(v, 4) for s, v in best.items()},
             "median_s": {s: round(v, 4) for s, v in med.items()},
+            "cold_best_s": {s: round(v, 4) for s, v in cold.items()},
             "speedup_best": {s: round(best[s] / best["vectorised"], 2) for s in ("loop", "loop+drops")},
             "speedup_median": {s: round(med[s] / med["vectorised"], 2) for s in ("loop", "loop+drops")},
+            "speedup_cold_best": {s: round(cold[s] / cold["vectorised"], 2) for s in ("loop", "loop+drops")},
             "peak_rss_mb": {s: round(max(r["peak_rss_mb"] for r in rs)) for s, rs in runs.items()},
             "pool_rss_mb": round(runs["vectorised"][0]["pool_rss_mb"]),
         }
