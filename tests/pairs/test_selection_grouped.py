@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 
 from benchmarks.selection import loop
-from pipelines.pairs.selection import select
+from pipelines.pairs.selection import common, select
 from pipelines.pairs.selection.details import format_g6
 from pipelines.pairs.selection.grouped import _sort_indices, groups_of
 
@@ -51,7 +51,10 @@ def as_sets(pairs: pd.DataFrame, drops: pd.DataFrame):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("rule", ["max_min", "mu_2sigma"])
-def test_select_equals_the_benchmarks_per_prompt_loop(seed, rule):
+@pytest.mark.parametrize("helper_thread", [False, True])
+def test_select_equals_the_benchmarks_per_prompt_loop(seed, rule, helper_thread, monkeypatch):
+    # helper_thread: the not_selected texts come from RewardTexts (a thread over all pool rows, then the rows kept)
+    monkeypatch.setattr(common.RewardTexts, "MIN_ROWS", 0 if helper_thread else 10**12)
     pool = grouped_pool(seed)
     assert groups_of(pool["prompt_id"]).starts is not None  # the consecutive-runs path
     pairs, drops = select(pool, rule)
