@@ -21,18 +21,20 @@ from pipelines.pairs.selection.details import format_g6
 from pipelines.pairs.selection.grouped import _sort_indices, groups_of
 
 
-def grouped_pool(seed: int, n_prompts: int = 400) -> pd.DataFrame:
-    """k rows per prompt in consecutive rows, sample_index in row order (as sample_stage writes them); rewards on
-    a coarse grid (ties, flat prompts) or continuous; some NaN (scorer errors); some prompts with 1 valid row."""
+def grouped_pool(seed: int, n_prompts: int = 400, k: int | None = None) -> pd.DataFrame:
+    """k rows per prompt (random 1-10 unless given) in consecutive rows, sample_index in row order (as
+    sample_stage writes them); rewards on a coarse grid (ties, flat prompts) or continuous; unless k is given,
+    some NaN (scorer errors) and prompts with 1 valid row."""
     rng = np.random.default_rng(seed)
     rows = []
+    fixed = k
     for p in range(n_prompts):
         pid = f"{rng.integers(0, 2**62):016x}"
-        k = int(rng.integers(1, 11))
+        k = fixed or int(rng.integers(1, 11))
         kind = rng.random()
         for i in range(k):
             r = float(rng.integers(0, 3)) / 4 if kind < 0.5 else (0.5 if kind < 0.6 else float(rng.random()))
-            if rng.random() < 0.1:
+            if not fixed and rng.random() < 0.1:
                 r = np.nan
             rows.append({"prompt_id": pid, "candidate_id": f"{pid}-{i}", "sample_index": i, "reward": r,
                          "error": None})
@@ -64,6 +66,16 @@ def test_select_equals_the_benchmarks_per_prompt_loop(seed, rule, helper_thread,
     assert got_drops == drop_list(want_drops)
     assert {"zero_variance", "too_few_valid", "score_error", "not_selected"} <= set(drops["reason"])
     assert pairs["prompt_id"].tolist() == sorted(pairs["prompt_id"])
+
+
+@pytest.mark.parametrize("rule", ["max_min", "mu_2sigma"])
+def test_full_pools_of_k_rows_take_the_argmax_path_and_equal_the_loop(rule):
+    pool = grouped_pool(11, k=6)  # ties (coarse rewards), no NaN: every prompt is 6 rows in sample_index order
+    valid, _ = common.prepare(pool, rule)
+    assert groups_of(valid["prompt_id"]).uniform_run(valid["sample_index"].to_numpy()) == 6
+    pairs, drops = select(pool, rule)
+    want_pairs, want_drops = loop(pool, rule, with_drops=True)
+    assert as_sets(pairs, drops) == (set(want_pairs), drop_list(want_drops))
 
 
 @pytest.mark.parametrize("rule,params", [("max_min", {}), ("mu_2sigma", {}), ("mu_2sigma", {"ddof": 1}),

@@ -111,6 +111,30 @@ class Groups:
         np.minimum.at(first, self.codes[rows], rows)
         return np.where(first == self.rows, -1, first)
 
+    def extreme_rows(self, values: np.ndarray, lowest: bool, sample: np.ndarray) -> np.ndarray:
+        """first([(values, lowest), (sample, True)]): each group's row of the lowest (highest) value, ties to the
+        lower sample_index. When every group is k consecutive rows in sample_index order (a full pool as
+        sample_stage writes it) that is numpy's argmin/argmax of a (groups, k) view: its first hit is the lowest
+        sample_index."""
+        k = self.uniform_run(sample)
+        if k and values.dtype.kind == "f" and not has_nan(values):
+            view = values.reshape(-1, k)
+            return (view.argmin(axis=1) if lowest else view.argmax(axis=1)) + self.starts
+        return self.first([(values, lowest), (sample, True)])
+
+    def uniform_run(self, sample: np.ndarray) -> int | None:
+        """k when every group is k consecutive rows whose sample_index rises, else None (remembered per array)."""
+        key = ("uniform_run", id(sample))
+        if self.__dict__.get("_run_key") != key:
+            k = None
+            if self.starts is not None and self.n and self.rows % self.n == 0:
+                k = self.rows // self.n
+                sizes = self.count()
+                if not (sizes == k).all() or k < 1 or not (np.diff(sample.reshape(-1, k), axis=1) > 0).all():
+                    k = None
+            self.__dict__["_run_key"], self.__dict__["_run_k"] = key, k
+        return self.__dict__["_run_k"]
+
     def _keep_best(self, rows, alive, v, lowest: bool) -> np.ndarray:
         """The rows (None: all, less those not alive) whose v equals their group's minimum (maximum) of v."""
         if rows is None:

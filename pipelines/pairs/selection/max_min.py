@@ -16,6 +16,6 @@ from pipelines.pairs.selection.grouped import groups_of, pairs_from_rows
 def max_min(pool: pd.DataFrame) -> pd.DataFrame:
     groups = groups_of(pool["prompt_id"])
     reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
-    best = groups.first([(reward, False), (sample, True)])
-    worst = groups.first([(reward, True), (sample, True)])
+    best = groups.extreme_rows(reward, lowest=False, sample=sample)
+    worst = groups.extreme_rows(reward, lowest=True, sample=sample)
     return pairs_from_rows(pool, groups, best, worst)

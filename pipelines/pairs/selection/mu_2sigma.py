@@ -43,7 +43,9 @@ def mu_2sigma(pool: pd.DataFrame, chosen_point: str = "max", rejected_point: str
             return [(reward, point == "min"), (sample, True)]
         return [(np.abs(reward - groups.broadcast(POINTS[point](s))), True), (reward, not higher), (sample, True)]
 
-    chosen = groups.first(nearest(chosen_point, higher=True))
+    # the max (nearest to itself) is the highest reward, ties to the lower sample_index
+    chosen = groups.extreme_rows(reward, lowest=False, sample=sample) if chosen_point == "max" else \
+        groups.first(nearest(chosen_point, higher=True))
     rest = np.ones(len(pool), dtype=bool)
     rest[chosen[chosen >= 0]] = False  # rejected is picked from the other responses
     rejected = groups.first(nearest(rejected_point, higher=False), alive=rest)
