@@ -124,8 +124,8 @@ def figures(smoke: bool, skeleton: str, results: Path, work: Path) -> list[tuple
                         if smoke else ["--prompts", "32", "--k", "8", "--max-tokens", "128", "--batch-prompts", "32",
                                        "--repeats", "3"]), *out["sampling"]], 120),
         ("scoring", [py, f"{b}/scoring.py", "--device", device,
-                     *(["--hidden-size", "64", "--layers", "2", "--samples", "8", "--batch-size", "4",
-                        "--max-tokens", "48"] if smoke else
+                     *(["--hidden-size", "64", "--kv-heads", "1", "--layers", "2", "--samples", "8", "--batch-size",
+                        "4", "--max-tokens", "48"] if smoke else
                        ["--samples", "256", "--batch-size", "32", "--max-tokens", "1024"]), *out["scoring"]], 90),
         ("ches", [py, f"{b}/ches.py", "--device", device, "--config-from", skeleton, *size,
                   *(["--pairs", "4", "--batch-size", "4", "--max-words", "12"] if smoke else
