@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import ids, schema
-from pipelines.pairs.selection.details import TEXT, format_g6, ints_to_str, join
+from pipelines.pairs.selection.details import format_g6, ints_to_str, join
 from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, has_nan, remember
 
 PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
@@ -148,14 +148,12 @@ def prepare_rows(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFr
 
 
 class RewardTexts:
-    """The not_selected detail text ("reward %.6g") of every pool row, formatted on a helper thread while the
+    """The not_selected detail text ("reward %.6g") of every pool row, formatted in a helper thread while the
     prompt grouping and the rule run: at 1M candidates the 800k texts are a third of select's time, and numpy's
-    and arrow's kernels release the GIL, so a second core does them meanwhile. The rows go in CHUNKS pieces;
-    whatever the helper has not started when finish asks, finish formats itself, from the last piece back.
-    Rows without a reward get a placeholder (they are never not_selected)."""
+    and arrow's kernels release the GIL, so a second core does them meanwhile. Rows without a reward get a
+    placeholder (they are never not_selected). `pick(pool positions)` waits for it and keeps those rows."""
 
     MIN_ROWS = 100_000  # below this a thread costs more than it saves
-    CHUNKS = 8
     _executor = None
 
     def __init__(self, pool: pd.DataFrame):
@@ -165,29 +163,17 @@ class RewardTexts:
             rewards = np.where(np.isnan(rewards), 0.5, rewards)
         if RewardTexts._executor is None:
             RewardTexts._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairsmith-details")
-        self.rewards, self.rows = rewards, len(rewards)
-        self.bounds = np.linspace(0, self.rows, self.CHUNKS + 1).astype(np.int64)
-        self._parts = [RewardTexts._executor.submit(format_g6, rewards[lo:hi], "reward ")
-                       for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+        self.rows = len(rewards)
+        self._texts = RewardTexts._executor.submit(format_g6, rewards, "reward ")
 
     @classmethod
     def start(cls, pool: pd.DataFrame) -> RewardTexts | None:
         return cls(pool) if len(pool) >= cls.MIN_ROWS else None
 
     def pick(self, positions: np.ndarray) -> pa.Array:
-        """The texts of these pool rows (ascending positions)."""
-        texts = [None] * len(self._parts)
-        for i in reversed(range(len(self._parts))):  # the helper works from the first piece: take the last ones
-            if self._parts[i].cancel():
-                texts[i] = format_g6(self.rewards[self.bounds[i]:self.bounds[i + 1]], "reward ")
-        cut = np.searchsorted(positions, self.bounds)
-        picked = []
-        for i, part in enumerate(self._parts):
-            text = texts[i] if texts[i] is not None else part.result()
-            at = positions[cut[i]:cut[i + 1]] - self.bounds[i]
-            if len(at):
-                picked.append(text.take(pa.array(at)))
-        return pa.concat_arrays(picked) if picked else pa.array([], type=TEXT)
+        mask = np.zeros(self.rows, dtype=bool)
+        mask[positions] = True
+        return self._texts.result().filter(pa.array(mask))
 
 
 def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str,
