@@ -144,3 +144,21 @@ def test_format_g6_with_a_prefix_is_pythons(n):
     special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, 0.9999995, 99999.95, 999999.5, 0.000099999995])
     for values in [*pools, np.concatenate([pools[0], special])]:
         assert format_g6(values, "reward ").to_pylist() == [f"reward {v:.6g}" for v in values.tolist()]
+
+
+def test_the_helper_thread_works_in_a_forked_child(monkeypatch):
+    """A child forked after select ran has the parent's executor object but not its thread: it must make its own
+    (else its first select would wait forever)."""
+    import os
+    import signal
+    monkeypatch.setattr(common.RewardTexts, "MIN_ROWS", 0)
+    pool = grouped_pool(5, k=4)
+    want = select(pool, "max_min")
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 when its select gives the parent's drops, 1 otherwise, 2 if stuck
+        signal.alarm(60)
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(2))
+        got = select(pool, "max_min")
+        os._exit(0 if drop_list(got[1]) == drop_list(want[1]) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

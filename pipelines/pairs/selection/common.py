@@ -11,6 +11,8 @@ Ties *inside* a rule (two responses with the max reward) are broken deterministi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -154,15 +156,16 @@ class RewardTexts:
     placeholder (they are never not_selected). `pick(pool positions)` waits for it and keeps those rows."""
 
     MIN_ROWS = 100_000  # below this a thread costs more than it saves
-    _executor = None
+    _executor, _pid = None, None
 
     def __init__(self, pool: pd.DataFrame):
         from concurrent.futures import ThreadPoolExecutor
         rewards = pool["reward"].to_numpy(dtype=np.float64)
         if has_nan(rewards):
             rewards = np.where(np.isnan(rewards), 0.5, rewards)
-        if RewardTexts._executor is None:
+        if RewardTexts._executor is None or RewardTexts._pid != os.getpid():  # a forked child has no worker
             RewardTexts._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairsmith-details")
+            RewardTexts._pid = os.getpid()
         self.rows = len(rewards)
         self._texts = RewardTexts._executor.submit(format_g6, rewards, "reward ")
 
