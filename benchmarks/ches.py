@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks import record  # noqa: E402
 from pipelines.core import schema  # noqa: E402
 from pipelines.core.config import EMBEDDED_MODEL  # noqa: E402
 from pipelines.pairs.selection import SelectionContext  # noqa: E402
@@ -95,7 +96,9 @@ def main(argv=None) -> dict:
     p.add_argument("--max-words", type=int, default=64)
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (best is reported)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ches[-cuda].json)")
     args = p.parse_args(argv)
+    run = record.Run("ches", args.out)
 
     from pipelines.pairs.selection.ches import score_pairs
 
@@ -128,6 +131,8 @@ def main(argv=None) -> dict:
         print(f"{k:>24}: {v}")
     print(f"batched is {t_one / t_batch:.2f}x faster than batch size 1 "
           f"({len(pairs) / t_batch:.1f} vs {len(pairs) / t_one:.1f} pairs/s)")
+    run.write(result, name="ches-cuda" if str(policy.device).startswith("cuda") else "ches",
+              model=args.config_from and f"random weights from {args.config_from} {args.override}" or args.model)
     return result
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import record  # noqa: E402
+
 
 def build_model(args):
     import torch
@@ -61,7 +63,9 @@ def main(argv=None):
     p.add_argument("--min-tokens", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=384)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/scoring[-cuda].json)")
     args = p.parse_args(argv)
+    run = record.Run("scoring", args.out)
 
     import numpy as np
     import torch
@@ -87,8 +91,9 @@ def main(argv=None):
     diff = float(max(np.abs(sorted_ - naive).max(), np.abs(arrival - naive).max()))
     assert diff <= atol, f"batched scores differ from one-at-a-time by {diff} (> {atol})"
 
+    cuda = device.startswith("cuda")
     result = {
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": str(dtype).replace("torch.", ""), "params_M": round(n_params / 1e6, 1),
         "hidden": args.hidden_size, "layers": args.layers, "samples": args.samples, "batch_size": args.batch_size,
         "tokens": f"{args.min_tokens}-{args.max_tokens} (mean {lengths.mean():.0f})",
@@ -104,6 +109,7 @@ def main(argv=None):
           f"{result['sorted_vs_one_at_a_time']}x one-at-a-time ({result['one_at_a_time_per_s']}/s), "
           f"{result['sorted_vs_arrival_order']}x arrival-order batches ({result['batched_arrival_order_per_s']}/s); "
           f"same scores (max diff {diff:.2e})")
+    run.write(result, name="scoring-cuda" if cuda else "scoring")
     return result
 
 

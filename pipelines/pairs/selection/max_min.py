@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.pairs.selection.grouped import first_rows, pairs_from_rows, prompt_codes
+from pipelines.pairs.selection.grouped import groups_of, pairs_from_rows
 
 
 def max_min(pool: pd.DataFrame) -> pd.DataFrame:
-    codes, uniques = prompt_codes(pool["prompt_id"])
+    groups = groups_of(pool["prompt_id"])
     reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
-    best = first_rows(codes, len(uniques), [(reward, False), (sample, True)])
-    worst = first_rows(codes, len(uniques), [(reward, True), (sample, True)])
-    return pairs_from_rows(pool, best, worst)
+    best = groups.extreme_rows(reward, lowest=False, sample=sample)
+    worst = groups.extreme_rows(reward, lowest=True, sample=sample)
+    return pairs_from_rows(pool, groups, best, worst)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.pairs.selection.grouped import first_rows, group_stats, pairs_from_rows, prompt_codes
+from pipelines.pairs.selection.grouped import groups_of, pairs_from_rows
 
 POINTS = {
     "min": lambda s: s["rmin"], "mu-2sigma": lambda s: s["mu"] - 2 * s["sigma"],
@@ -32,14 +32,21 @@ def mu_2sigma(pool: pd.DataFrame, chosen_point: str = "max", rejected_point: str
             raise ValueError(f"unknown point {p!r}; known: {list(POINTS)}")
     if list(POINTS).index(chosen_point) <= list(POINTS).index(rejected_point):
         raise ValueError(f"chosen_point {chosen_point!r} must lie above rejected_point {rejected_point!r}")
-    codes, uniques = prompt_codes(pool["prompt_id"])
+    groups = groups_of(pool["prompt_id"])
     reward, sample = pool["reward"].to_numpy(dtype=np.float64), pool["sample_index"].to_numpy()
-    s = group_stats(codes, len(uniques), reward, ddof)  # per prompt; the two points are broadcast to rows
-    d_chosen = np.abs(reward - POINTS[chosen_point](s)[codes])
-    d_rejected = np.abs(reward - POINTS[rejected_point](s)[codes])
-    chosen = first_rows(codes, len(uniques), [(d_chosen, True), (reward, False), (sample, True)])
+    s = groups.stats(reward, ddof, extremes={"min", "max"} & {chosen_point, rejected_point} != set())
+
+    def nearest(point: str, higher: bool) -> list:
+        """Sort keys: distance to the point, then the higher (lower) reward, then the lower sample_index. The
+        nearest to the max IS the highest reward (to the min the lowest): no distances to compute for those."""
+        if point in ("min", "max"):
+            return [(reward, point == "min"), (sample, True)]
+        return [(np.abs(reward - groups.broadcast(POINTS[point](s))), True), (reward, not higher), (sample, True)]
+
+    # the max (nearest to itself) is the highest reward, ties to the lower sample_index
+    chosen = groups.extreme_rows(reward, lowest=False, sample=sample) if chosen_point == "max" else \
+        groups.first(nearest(chosen_point, higher=True))
     rest = np.ones(len(pool), dtype=bool)
     rest[chosen[chosen >= 0]] = False  # rejected is picked from the other responses
-    rejected = first_rows(codes, len(uniques), [(d_rejected, True), (reward, True), (sample, True)],
-                          rows=np.flatnonzero(rest))
-    return pairs_from_rows(pool, chosen, rejected)
+    rejected = groups.first(nearest(rejected_point, higher=False), alive=rest)
+    return pairs_from_rows(pool, groups, chosen, rejected)
