@@ -2,7 +2,8 @@
 and collecting the shards no kept run uses.
 
 Every run records the shard keys it planned in `<run_dir>/shards.json` (written by `plan_run` before any batch
-runs, so a run under way, or a crashed one waiting to be resumed, protects its shards as a finished one does).
+runs, so a run under way, or a crashed one waiting to be resumed, protects its shards as a finished one does;
+a run that released its shards, `cache.cleanup: true`, is marked so and protects none).
 A *kept run* is a run directory under output_dir: delete a run directory to release its shards, or name the
 runs to keep (`keep=`). Collecting removes every shard file whose key no kept run lists, and temporary files
 left by writes that a kill interrupted. Shards are only ever a cache: a removed one is recomputed by the next run
@@ -51,6 +52,7 @@ class RunRecord:
     kind: str | None                                     # None: no shards.json (a run made before it existed)
     keys: dict[str, set[str]] = field(default_factory=dict)
     finished: bool = False                               # manifest.json written
+    released: bool = False                               # its finalize released its shards (cache.cleanup)
 
 
 def shard_files(cache_dir: Path) -> tuple[list[ShardFile], list[ShardFile]]:
@@ -82,8 +84,9 @@ def runs(output_dir: Path) -> list[RunRecord]:
         plan, manifest = run_dir / PLAN, run_dir / "manifest.json"
         if plan.exists():
             data = json.loads(plan.read_text())
-            found.append(RunRecord(data.get("run_id", run_dir.name), run_dir, data.get("kind"),
-                                   {f: set(k) for f, k in data.get("families", {}).items()}, manifest.exists()))
+            keys = {} if data.get("released") else {f: set(k) for f, k in data.get("families", {}).items()}
+            found.append(RunRecord(data.get("run_id", run_dir.name), run_dir, data.get("kind"), keys,
+                                   manifest.exists(), bool(data.get("released"))))
         elif manifest.exists() or (run_dir / "prompts.parquet").exists():
             found.append(RunRecord(run_dir.name, run_dir, None, {}, manifest.exists()))
     return found
@@ -117,7 +120,7 @@ def list_cache(output_dir: str | Path) -> dict:
         present = [(fam, k) for fam, keys in r.keys.items() for k in keys if (fam, k) in by_key]
         planned = sum(len(k) for k in r.keys.values())
         run_rows.append({"run_id": r.run_id, "kind": r.kind, "finished": r.finished, "recorded": r.kind is not None,
-                         "shards_planned": planned, "shards_present": len(present),
+                         "released": r.released, "shards_planned": planned, "shards_present": len(present),
                          "bytes": sum(by_key[p] for p in present)})
     unreferenced = [f for f in files if f.key not in refs.get(f.family, set())]
     return {
@@ -164,7 +167,13 @@ def collect(output_dir: str | Path, keep: list[str] | None = None, dry_run: bool
 
 
 def release(run) -> dict:
-    """This run's shards that no other run under its output_dir references (`cache.cleanup: true`)."""
+    """This run's shards that no other run under its output_dir references (`cache.cleanup: true`); its
+    shards.json is marked released, so it protects none of them from later collections either."""
+    from pipelines.core import io
     from pipelines.core.run import shard_keys
     mine = {f: set(keys) for f, keys in shard_keys(run).items()}
-    return collect(Path(run.config.output_dir), only_keys=mine, ignore_runs=(run.config.run_id,))
+    done = collect(Path(run.config.output_dir), only_keys=mine, ignore_runs=(run.config.run_id,))
+    plan = json.loads((run.run_dir / PLAN).read_text())
+    plan["released"] = True
+    io._atomic(run.run_dir / PLAN, lambda tmp: Path(tmp).write_text(json.dumps(plan) + "\n"))
+    return done

@@ -35,6 +35,14 @@ def prepare(config: BuildConfig) -> Run:
     from pipelines.loaders import load_prompts
 
     t0 = time.perf_counter()
+    prompts, drops = load_prompts(config.prompts)
+    run = run_core.plan_run(config, "pairs", prompts, drops, batch_keys(config))
+    run.timings["load_s"] = time.perf_counter() - t0
+    return run
+
+
+def batch_keys(config: BuildConfig):
+    """keys(prompt_ids) -> {"sample": key, "score": key}: a batch's shard keys under this config and code."""
     sampler_cfg, scorer_cfg = config.sampler.model_dump(), [s.model_dump() for s in config.scorers]
     sampler_code, scorer_code = run_core.code_hash(*SAMPLE_CODE), run_core.code_hash(*SCORE_CODE)
 
@@ -42,10 +50,7 @@ def prepare(config: BuildConfig) -> Run:
         sample = stable_hash("sample", prompt_ids, sampler_cfg, sampler_code, length=24)
         return {"sample": sample, "score": stable_hash("score", sample, scorer_cfg, scorer_code, length=24)}
 
-    prompts, drops = load_prompts(config.prompts)
-    run = run_core.plan_run(config, "pairs", prompts, drops, keys)
-    run.timings["load_s"] = time.perf_counter() - t0
-    return run
+    return keys
 
 
 def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
@@ -131,8 +136,7 @@ def _report_sample(run: Run, tally, weights: dict, n_prompts: int = 12) -> tuple
     """The prompts the reward figure shows (plots.pick_prompts over the run's scored and paired prompts) and the
     pool rows of just those, from the few shards that hold them."""
     from pipelines.reporting.plots import pick_prompts
-    picked = pick_prompts(tally.distinct(tally.scored_ids).to_pylist(), tally.distinct(tally.paired_ids).to_pylist(),
-                          n_prompts)
+    picked = pick_prompts(tally.distinct(tally.scored_ids), tally.distinct(tally.paired_ids), n_prompts)
     wanted, parts = set(picked), []
     for b in run.batches:
         if wanted.isdisjoint(b.prompt_ids):

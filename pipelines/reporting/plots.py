@@ -51,13 +51,17 @@ def sample_prompts(pool: pd.DataFrame, pairs: pd.DataFrame, n: int, seed: int = 
 
 def pick_prompts(scored_ids, paired_ids, n: int, seed: int = 0) -> list[str]:
     """sample_prompts from the ids alone (a large run's finalize keeps the ids, not the pool): up to n of the
-    scored prompts, the paired ones first."""
-    scored = pd.Index(pd.unique(np.asarray(scored_ids, dtype=object)))
-    paired = scored.intersection(pd.Index(pd.unique(np.asarray(paired_ids, dtype=object))))
-    rest = scored.difference(paired)
+    scored prompts, the paired ones first. Arrow arrays (a million ids) are sorted and drawn from without
+    becoming Python strings; the draw is rng.permutation of each sorted group, as positions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    scored = pc.unique(pa.array(scored_ids, type=pa.large_string()))
+    is_paired = pc.is_in(scored, value_set=pa.array(paired_ids, type=pa.large_string()))
     rng = np.random.default_rng(seed)
-    picked = list(rng.permutation(np.asarray(paired.sort_values(), dtype=object)))[:n]
-    picked += list(rng.permutation(np.asarray(rest.sort_values(), dtype=object)))[:n - len(picked)]
+    picked: list[str] = []
+    for group in (scored.filter(is_paired), scored.filter(pc.invert(is_paired))):
+        ordered = group.take(pc.sort_indices(group))
+        picked += ordered.take(pa.array(rng.permutation(len(ordered))[:n - len(picked)])).to_pylist()
     return picked
 
 

@@ -150,12 +150,13 @@ def prompts_path(tmp_path_factory):
     return _prompt_file(tmp_path_factory.mktemp("prompts") / "prompts.jsonl")
 
 
-def make_run(out, prompts_path, run_id: str, selection: dict, confidence: float = 0.1, dstc: bool = False):
+def make_run(out, prompts_path, run_id: str, selection: dict, confidence: float = 0.1, dstc: bool = False,
+             **extra):
     scorers = [{"name": "dstc"}] if dstc else [{"name": "math_verify", "weight": 1.0},
                                                {"name": "confidence", "weight": confidence}]
     config = BuildConfig.model_validate({
         "run_id": run_id, "output_dir": str(out), "batch_size": BATCH, "sampler": {"k": K},
-        "prompts": {"path": prompts_path, "limit": None}, "scorers": scorers, "selection": selection})
+        "prompts": {"path": prompts_path, "limit": None}, "scorers": scorers, "selection": selection, **extra})
     run = build.prepare(config)
     return run, write_shards(run, dstc)
 
@@ -299,3 +300,21 @@ def test_a_lost_prompt_is_an_error_and_leaves_no_files(tmp_path, prompts_path, m
         build.write_tables(run, results)
     assert not any((run.run_dir / f"{n}.parquet").exists() for n in ("pairs", "candidates", "scores", "drops"))
     assert not list(run.run_dir.glob(".*.tmp"))  # the streamed files were removed, not left half-written
+
+
+def test_cache_cleanup_releases_the_shards_no_other_run_uses(tmp_path, prompts_path):
+    import shutil
+    _, results = make_run(tmp_path, prompts_path, "other", {"rule": "max_min"})  # same prompts: the same shards
+    run, _ = make_run(tmp_path, prompts_path, "clean", {"rule": "max_random"}, cache={"cleanup": True})
+    manifest = build.finalize(run, results)
+    assert manifest["cache"]["released"]["removed_files"] == 0  # "other" (planned, not finalized) needs them all
+    assert all(run.shard(b, "score").exists() for b in run.batches)
+    shutil.rmtree(tmp_path / "other")  # deleting a run directory releases its shards
+    run, _ = make_run(tmp_path, prompts_path, "clean2", {"rule": "max_min"}, cache={"cleanup": True})
+    manifest = build.finalize(run, results)
+    assert manifest["cache"]["released"]["removed_files"] == 3 * len(run.batches)
+    assert not any(run.shard(b, "sample", "candidates").exists() for b in run.batches)
+    assert sorted(p.name for p in (tmp_path / ".cache").rglob("*") if p.is_file()) == []
+    # the run's own files do not depend on its shards
+    assert len(pd.read_parquet(run.run_dir / "pairs.parquet")) == manifest["counts"]["pairs"] > 0
+    assert json.loads((run.run_dir / "manifest.json").read_text())["cache"] == manifest["cache"]
