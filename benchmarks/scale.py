@@ -16,7 +16,8 @@ Per row (N prompts, batch_size prompts per shard; 200 -> 5,000 shards at 1M):
    (`run.for_tasks()`) against the whole Run, and a batch's prompt lookup (RowReader over prompts.parquet's row
    groups) against reading prompts.parquet whole; with --ray also 5,000 empty Ray tasks through the Ray executor.
 --reference: the finalize this project had before this benchmark (gather every shard into pandas, select once,
-write the four tables; no reports), in its own child, at the rows' N (mind the RAM: ~35-60 KB per prompt).
+write the four tables; no reports), in its own child, for rows up to --reference-max prompts (it needs ~35-60 KB
+of RAM per prompt).
 
 Synthetic data: each response is a 2,000-character slice at a random offset of a fixed 32 MB text of words drawn
 from a 5,000-word vocabulary (Zipf weights), so texts are distinct and compress like prose (~2.5x with Parquet's
@@ -241,6 +242,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=200)
     ap.add_argument("--workdir", default="/tmp/pairsmith-scale")
     ap.add_argument("--reference", action="store_true", help="also the in-memory finalize of before")
+    ap.add_argument("--reference-max", type=int, default=10_000, help="... for rows of at most this many prompts")
     ap.add_argument("--ray", action="store_true", help="also empty tasks through the Ray executor")
     ap.add_argument("--keep", action="store_true", help="keep the shards and run directories")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
@@ -269,7 +271,7 @@ def main() -> None:
         del run
         row["finalize"] = in_child("finalize", run_path)
         row["many_shards"] = in_child("shards", run_path, ["--child-ray"] if args.ray else [])
-        if args.reference:
+        if args.reference and n <= args.reference_max:
             row["reference"] = in_child("reference", run_path)
         row["load_after"] = [round(x, 2) for x in os.getloadavg()]
         rows.append(row)

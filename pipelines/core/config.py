@@ -123,8 +123,9 @@ class ExecutorConfig(StrictModel):
         default_factory=dict, description="ray: extra ray.init kwargs, e.g. {num_cpus: 2, include_dashboard: false} "
                                           "or {runtime_env: {working_dir: .}}")
     task_resources: dict[str, Any] = Field(
-        default_factory=dict, description="ray: resources each batch task asks for, e.g. {num_gpus: 1} so that one "
-                                          "batch holds one GPU (default: Ray's 1 CPU)")
+        default_factory=dict, description="ray: ray.remote options of each batch task: resources, e.g. {num_gpus: 1} "
+                                          "so that one batch holds one GPU (default: Ray's 1 CPU), or scheduling, "
+                                          "e.g. {scheduling_strategy: SPREAD} across nodes")
 
     @model_validator(mode="before")
     @classmethod

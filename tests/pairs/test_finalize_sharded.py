@@ -8,10 +8,10 @@ batches of 4 prompts with every case selection handles: a batch whose prompts we
 score errors, a prompt without enough valid responses, a zero-variance prompt, near-duplicate prompts (across
 batches) and responses, 0/1 rewards (many equal margins: a global filter's tie-breaking depends on pair order).
 
-The filters that run a model (CHES, implicit margin, the sentence encoder of dedup and diversity) get scores
-computed from the texts they are handed (a hash of each text) instead of a model, so this file loads no model:
-what is tested is which pairs each path keeps, and that depends only on the scores being a function of the texts.
-tests/pairs/test_finalize_models.py runs the real models.
+In the fast tests the filters that run a model (CHES, implicit margin, the sentence encoder of dedup and
+diversity) get scores computed from the texts they are handed (a hash of each text) instead of a model: what is
+tested is which pairs each path keeps, and that depends only on the scores being a function of the texts. The
+slow tests at the end run the real models (the embedded SmolLM2 and sentence encoder).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _text_implicit(pairs, ctx, policy=None, *args, **kwargs):
                                                                                               pairs["rejected_id"])])
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def text_scored_models(monkeypatch):
     monkeypatch.setattr("pipelines.pairs.selection.ches.score_pairs", _text_ches)
     monkeypatch.setattr("pipelines.pairs.selection.implicit_margin.implicit_margins", _text_implicit)
@@ -240,6 +240,7 @@ MODES = {"max_min": "stream", "per_prompt_filters": "stream", "length_drop_margi
          "diverse_subset": "tail", "dedup_prompts": "global", "dedup_both_and_ranks": "global"}
 
 
+@pytest.mark.usefixtures("text_scored_models")
 @pytest.mark.parametrize("name", list(SELECTIONS))
 def test_sharded_finalize_gives_the_in_memory_pairs(tmp_path, prompts_path, name):
     selection, confidence = SELECTIONS[name]
@@ -251,6 +252,7 @@ def test_sharded_finalize_gives_the_in_memory_pairs(tmp_path, prompts_path, name
     assert len(ref["pairs"]) >= 5, "too few pairs to compare"
 
 
+@pytest.mark.usefixtures("text_scored_models")
 def test_the_case_has_what_it_claims(tmp_path, prompts_path):
     """The run above exercises what the module doc says: every select drop reason, duplicates found, ties that a
     global filter must break in the same order (equal margins), pairs in most batches."""
@@ -318,3 +320,30 @@ def test_cache_cleanup_releases_the_shards_no_other_run_uses(tmp_path, prompts_p
     # the run's own files do not depend on its shards
     assert len(pd.read_parquet(run.run_dir / "pairs.parquet")) == manifest["counts"]["pairs"] > 0
     assert json.loads((run.run_dir / "manifest.json").read_text())["cache"] == manifest["cache"]
+
+
+REAL_MODELS = {  # the same comparison with the real models (sentence encoder, SmolLM2 as the CHES policy)
+    "dedup_responses_then_diverse": ({"rule": "all_ranked", "pool_filters": [{"name": "dedup_responses"}],
+                                      "pair_filters": [{"name": "diverse_subset", "params": {"keep_fraction": 0.5}}]},
+                                     "stream+tail"),
+    "dedup_prompts": ({"rule": "max_min", "pool_filters": [{"name": "dedup_prompts"}]}, "global"),
+    "ches_fraction": ({"rule": "mu_2sigma", "pair_filters": [{"name": "ches", "params": {"drop_fraction": 0.3}}]},
+                      "tail"),
+    "ches_threshold": ({"rule": "mu_2sigma", "pair_filters": [{"name": "ches", "params": {"threshold": -0.5}}]},
+                       "stream"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REAL_MODELS))
+def test_sharded_finalize_with_the_real_models(tmp_path, prompts_path, smollm_dir, name):
+    """Per-batch model calls see other batches (padding, length-sorted batches) than one call over the run, so
+    floats agree to 1e-4, the tolerance tests/test_selection_models.py holds batched CHES to; ids exactly."""
+    selection, _ = REAL_MODELS[name]
+    run, results = make_run(tmp_path, prompts_path, name, selection)
+    manifest, _ = build.write_tables(run, results)
+    ref = check_same(run, manifest, rtol=1e-4)
+    assert len(ref["pairs"]) >= 3
+    if name == "dedup_prompts":
+        dups = ref["drops"][ref["drops"]["reason"] == "duplicate_prompt"]
+        assert len(dups) >= 1  # the near-duplicate prompts of later batches
