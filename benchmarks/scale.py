@@ -156,28 +156,16 @@ def child_finalize(run_path: Path) -> dict:
 
 
 def child_reference(run_path: Path) -> dict:
-    """The in-memory finalize of before (pipelines/pairs/build.py at fc8bbd7, without its reports)."""
-    import pandas as pd
-
+    """The in-memory finalize of before (finalize.in_memory_tables, then the four tables written; no reports)."""
     from pipelines.core import io, schema
-    from pipelines.pairs import stages
+    from pipelines.pairs.finalize import in_memory_tables
     run = pickle.loads(run_path.read_bytes())
     floor = rss_mb()
     t0 = time.perf_counter()
-
-    def gather(family, name, table):
-        return pd.concat([io.read_table(run.shard(b, family, name), table) for b in run.batches], ignore_index=True)
-    prompts, load_drops = run.prompts(), run.load_drops()
-    candidates = gather("sample", "candidates", schema.CANDIDATES)
-    sample_drops = gather("sample", "drops", schema.DROPS)
-    scores = gather("score", None, schema.SCORES)
-    weights = {s.name: s.weight for s in run.config.scorers}
-    pairs, select_drops = stages.select_stage(candidates, scores, prompts, run.config.selection, weights)
-    drops = pd.concat([load_drops, sample_drops, select_drops], ignore_index=True)
-    out = run.run_dir / "reference"
-    for name, df in (("candidates", candidates), ("scores", scores), ("pairs", pairs), ("drops", drops)):
-        io.write_table(df, out / f"{name}.parquet", schema.TABLES[name])
-    return {"finalize_s": time.perf_counter() - t0, "rss_with_run_mb": floor, "pairs": len(pairs),
+    tables = in_memory_tables(run)
+    for name, df in tables.items():
+        io.write_table(df, run.run_dir / "reference" / f"{name}.parquet", schema.TABLES[name])
+    return {"finalize_s": time.perf_counter() - t0, "rss_with_run_mb": floor, "pairs": len(tables["pairs"]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

@@ -108,7 +108,7 @@ class BatchResult:
 
 
 def current_node() -> str:
-    """The Ray node id inside a Ray worker or driver, else the host name (for the manifest's batches.nodes)."""
+    """The Ray node id inside a Ray worker or driver, else the host name (for the manifest's batch_nodes)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         return ray.get_runtime_context().get_node_id()
@@ -191,8 +191,8 @@ def manifest_header(run: Run, results: list[BatchResult], prompts: pd.DataFrame,
         "versions": package_versions(),
         "counts": {"prompts_in": len(prompts) + len(load_drops), "prompts_loaded": len(prompts)},
         "batches": {"total": len(run.batches), "computed": sum(1 for r in results if not r.resumed),
-                    "resumed": sum(1 for r in results if r.resumed),
-                    "nodes": summed({r.node: 1} for r in results)},  # batches per Ray node (or host)
+                    "resumed": sum(1 for r in results if r.resumed)},
+        "batch_nodes": summed({r.node: 1} for r in results),  # batches per Ray node id (or host name)
         "shards": {"plan": "shards.json", **{f: len(keys) for f, keys in shard_keys(run).items()}},
         "engine_calls": summed(r.engine_calls for r in results),
     }

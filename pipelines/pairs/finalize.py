@@ -276,7 +276,9 @@ def _tail(run, cfg, tail: list, kept: dict, out: Outputs) -> pd.DataFrame:
     index = index.sort_values("prompt_id", kind="stable", ignore_index=True)  # the whole pool's order
     texts = any(needs_texts(n, p or {}) for n, p in tail)
     candidates, prompts = _rows_of_pairs(run, index) if texts else (None, None)
-    valid = pd.concat(kept["valid"], ignore_index=True) if kept["valid"] else None
+    needs_pool = any(needs_valid_pool(n, p or {}) for n, p in tail)
+    valid = pd.concat(kept["valid"], ignore_index=True) if kept["valid"] else \
+        pd.DataFrame({"prompt_id": [], "candidate_id": [], "sample_index": [], "reward": []}) if needs_pool else None
     ctx = SelectionContext(candidates=candidates, prompts=prompts, pool=valid)
     for name, params in tail:
         before = index
@@ -347,3 +349,24 @@ def _check_accounted(prompts_path, tally: Tally) -> None:
     lost = ids.filter(pc.invert(pc.is_in(ids, value_set=Tally.distinct(tally.accounted_ids))))
     if len(lost):
         raise RuntimeError(f"{len(lost)} prompts neither paired nor dropped: {sorted(lost.to_pylist())[:5]}")
+
+
+def in_memory_tables(run) -> dict[str, pd.DataFrame]:
+    """The finalize this module replaced, kept as the reference it is tested (tests/pairs) and measured
+    (benchmarks/scale.py) against: every shard gathered into pandas, one selection over the whole run. Its memory
+    grows with the texts (~35-60 KB per prompt at k=8 and 1-2 KB responses). {candidates, scores, pairs, drops}."""
+    def gather(family, name, table):
+        parts = [io.read_table(run.shard(b, family, name), table) for b in run.batches]
+        return pd.concat(parts, ignore_index=True) if parts else schema.empty(table)
+    prompts, load_drops = run.prompts(), run.load_drops()
+    candidates = gather("sample", "candidates", schema.CANDIDATES)
+    sample_drops = gather("sample", "drops", schema.DROPS)
+    scores = gather("score", None, schema.SCORES)
+    selection = run.config.selection
+    weights = {s.name: s.weight for s in run.config.scorers}
+    pairs, select_drops = stages.select_stage(candidates, scores, prompts, selection, weights)
+    if selection.dstc_concat:
+        from pipelines.pairs.dstc_concat import concatenate
+        pairs, _ = concatenate(pairs, scores)
+    drops = pd.concat([load_drops, sample_drops, select_drops], ignore_index=True)
+    return {"candidates": candidates, "scores": scores, "pairs": pairs, "drops": drops}

@@ -2,7 +2,7 @@
 own CPU and a custom resource, then build_pairs with `executor: {name: ray, address: ...}` (no Prefect).
 
 Ray's own task records (ray.util.state.list_tasks, served by the head's dashboard) show that the batch tasks ran
-on both nodes, and the manifest's batches.nodes (node ids the BatchResults carry) says the same; the pairs,
+on both nodes, and the manifest's batch_nodes (node ids the BatchResults carry) says the same; the pairs,
 candidates, scores and drops equal a local run's (floats to rtol 1e-5: a Ray worker runs torch on one thread, which
 changes the summation order of the log-probs in the last digits). Both nodes are stopped by the ids of the
 processes this test started (`ray stop` would stop every Ray node of the machine, other users' too).
@@ -143,7 +143,7 @@ def test_batches_run_on_both_nodes_and_give_the_local_pairs(tmp_path, cluster, s
     ran_on = {t.node_id for t in tasks}
     assert len(tasks) == 6 and ran_on == set(nodes), f"tasks ran on {ran_on}, nodes {set(nodes)}"
     by_node = {node: sum(t.node_id == node for t in tasks) for node in nodes}
-    assert on_ray["batches"]["nodes"] == by_node  # the manifest agrees with Ray's own records
+    assert on_ray["batch_nodes"] == by_node  # the manifest agrees with Ray's own records
 
     for name in ("pairs", "candidates", "scores", "drops"):
         a = pd.read_parquet(f"{local['run_dir']}/{name}.parquet").drop(columns=["details"], errors="ignore")

@@ -66,7 +66,7 @@ def test_thousands_of_batches_report_about_a_hundred_progress_lines(tmp_path):
     assert 100 <= len(lines) <= 102 and lines[0].startswith("batch 1/3000 done, 4/12000 prompts")
     assert lines[-1].startswith("batch 3000/3000 done, 12000/12000 prompts (100%)")
     manifest = run_core.manifest_header(run, results, run.prompts(), run.load_drops())
-    assert manifest["batches"]["nodes"] == {socket.gethostname(): 3000}
+    assert manifest["batch_nodes"] == {socket.gethostname(): 3000}
     assert manifest["shards"] == {"plan": "shards.json", "sample": 3000}
 
 

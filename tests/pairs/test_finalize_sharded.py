@@ -1,12 +1,13 @@
 """The bounded-memory finalize (pipelines/pairs/finalize.py) gives the in-memory path's pairs and drops, for every
 rule and filter, on the same shards.
 
-The in-memory path is the finalize this project had before: gather every shard into frames, then
-`stages.select_stage` (+ DSTC concatenation) over the whole run. The new one selects batch by batch and runs the
-steps that compare prompts with each other on the run's compact index. One hand-built run (no model) has 9
-batches of 4 prompts with every case selection handles: a batch whose prompts were all too long to sample,
-score errors, a prompt without enough valid responses, a zero-variance prompt, near-duplicate prompts (across
-batches) and responses, 0/1 rewards (many equal margins: a global filter's tie-breaking depends on pair order).
+The in-memory path is the finalize this project had before (`finalize.in_memory_tables`): gather every shard into
+frames, then `stages.select_stage` (+ DSTC concatenation) over the whole run. The new one selects batch by batch
+and runs the steps that compare prompts with each other on the run's compact index. One hand-built run (no
+model) has 9 batches of 4 prompts with every case selection handles: a batch whose prompts were all too long to
+sample, score errors, a prompt without enough valid responses, a zero-variance prompt, near-duplicate prompts
+(across batches) and responses, 0/1 rewards (many equal margins: a global filter's tie-breaking depends on pair
+order).
 
 In the fast tests the filters that run a model (CHES, implicit margin, the sentence encoder of dedup and
 diversity) get scores computed from the texts they are handed (a hash of each text) instead of a model: what is
@@ -26,7 +27,7 @@ from pipelines.core import io, schema
 from pipelines.core.ids import stable_hash
 from pipelines.pairs import build, stages
 from pipelines.pairs.config import BuildConfig
-from pipelines.pairs.finalize import plan_selection
+from pipelines.pairs.finalize import in_memory_tables, plan_selection
 
 K = 4
 N_PROMPTS = 34
@@ -94,23 +95,8 @@ def write_shards(run: build.Run, dstc: bool = False) -> list[build.BatchResult]:
 
 
 def in_memory(run: build.Run) -> dict[str, pd.DataFrame]:
-    """The finalize this project had before (gather everything, select once), kept here as the reference."""
-    def gather(family, name, table):
-        return pd.concat([io.read_table(run.shard(b, family, name), table) for b in run.batches], ignore_index=True)
-    prompts, load_drops = run.prompts(), run.load_drops()
-    candidates = gather("sample", "candidates", schema.CANDIDATES)
-    sample_drops = gather("sample", "drops", schema.DROPS)
-    scores = gather("score", None, schema.SCORES)
-    selection = run.config.selection
-    weights = {s.name: s.weight for s in run.config.scorers}
-    pairs, select_drops = stages.select_stage(candidates, scores, prompts, selection, weights)
-    if selection.dstc_concat:
-        from pipelines.pairs.dstc_concat import concatenate
-        pairs, _ = concatenate(pairs, scores)
-    drops = pd.concat([load_drops, sample_drops, select_drops], ignore_index=True)
-    conform = {name: schema.to_table(df, schema.TABLES[name]).to_pandas() for name, df in
-               (("candidates", candidates), ("scores", scores), ("pairs", pairs), ("drops", drops))}
-    return conform
+    """The in-memory path's four tables, conformed to their schemas as the files are."""
+    return {name: schema.to_table(df, schema.TABLES[name]).to_pandas() for name, df in in_memory_tables(run).items()}
 
 
 def _hash_unit(text: str, dim: int = 8) -> np.ndarray:
@@ -347,3 +333,16 @@ def test_sharded_finalize_with_the_real_models(tmp_path, prompts_path, smollm_di
     if name == "dedup_prompts":
         dups = ref["drops"][ref["drops"]["reason"] == "duplicate_prompt"]
         assert len(dups) >= 1  # the near-duplicate prompts of later batches
+
+
+@pytest.mark.parametrize("pair_filters", [[], [{"name": "curry_tiers", "params": {"scope": "global"}},
+                                                {"name": "rank_gap"}]])
+def test_a_run_with_nothing_to_select(tmp_path, prompts_path, pair_filters):
+    """Every prompt too long to sample (prompts 0-3): no pool at all, in both finalize modes."""
+    config = BuildConfig.model_validate({
+        "run_id": "empty", "output_dir": str(tmp_path), "batch_size": 2, "sampler": {"k": K},
+        "prompts": {"path": prompts_path, "limit": 4}, "selection": {"rule": "max_min", "pair_filters": pair_filters}})
+    run = build.prepare(config)
+    manifest, _ = build.write_tables(run, write_shards(run))
+    ref = check_same(run, manifest)
+    assert ref["pairs"].empty and manifest["counts"]["prompts_dropped"] == 4
