@@ -118,7 +118,7 @@ def write_tables(run: Run, results: list[BatchResult]):
         "scores": tally.scores,
         "score_errors": tally.score_errors,
         "pairs": tally.pairs,
-        "prompts_paired": len(tally.distinct(tally.paired_ids)),
+        "prompts_paired": tally.prompts_paired,
         "prompts_dropped": len(tally.distinct(tally.dropped_ids)),
         "drops_by_reason": tally.drop_records(),
     })
@@ -133,10 +133,9 @@ def _prompt_ids(run: Run) -> pd.DataFrame:
 
 
 def _report_sample(run: Run, tally, weights: dict, n_prompts: int = 12) -> tuple[list[str], pd.DataFrame]:
-    """The prompts the reward figure shows (plots.pick_prompts over the run's scored and paired prompts) and the
-    pool rows of just those, from the few shards that hold them."""
-    from pipelines.reporting.plots import pick_prompts
-    picked = pick_prompts(tally.distinct(tally.scored_ids), tally.distinct(tally.paired_ids), n_prompts)
+    """The prompts the reward figure shows (drawn by plots.PromptSample while finalize streamed the batches) and
+    the pool rows of just those, from the few shards that hold them."""
+    picked = tally.sample.picked()[:n_prompts]
     wanted, parts = set(picked), []
     for b in run.batches:
         if wanted.isdisjoint(b.prompt_ids):

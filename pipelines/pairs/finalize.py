@@ -36,8 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import io, schema
+from pipelines.core import run as run_core
 from pipelines.core.registry import lookup
 from pipelines.pairs import rewards, stages
+from pipelines.reporting.plots import PromptSample
+
+REPORT_PROMPTS = 12  # prompts the reward figure shows
 
 # steps that look at one prompt at a time (their output for a prompt depends on that prompt's rows only)
 PER_PROMPT_POOL_FILTERS = {"dedup_responses"}
@@ -92,16 +96,19 @@ def plan_selection(selection_cfg) -> Plan:
 
 @dataclass
 class Tally:
-    """What the manifest and the reports need from the streamed tables, without keeping the tables."""
+    """What the manifest and the reports need from the streamed tables, without keeping the tables: counts, the
+    ids of prompt-level drops (to count prompts dropped), the report's sample of prompts. Outside the stream mode
+    also the ids that account for each prompt (checked once at the end) and each batch's scored prompts."""
     candidates: int = 0
     scores: int = 0
     score_errors: int = 0
     pairs: int = 0
+    prompts_paired: int = 0                               # batches never share a prompt: a sum of per-batch counts
     drops_by_reason: dict = field(default_factory=dict)  # (stage, reason) -> rows
     dropped_ids: list = field(default_factory=list)      # arrow arrays: prompt-level drop ids (unique per piece)
-    accounted_ids: list = field(default_factory=list)    # prompt ids with a drop row (not load drops) or a pair
-    paired_ids: list = field(default_factory=list)       # arrow arrays: prompts with a pair
-    scored_ids: list = field(default_factory=list)       # prompts with a valid reward (the reports sample them)
+    accounted_ids: list | None = None                    # arrow arrays of ids with a drop row (not load) or a pair
+    scored: dict = field(default_factory=dict)           # batch index -> ids with a valid reward (not stream mode)
+    sample: PromptSample = field(default_factory=lambda: PromptSample(REPORT_PROMPTS))
     dstc: dict = field(default_factory=lambda: {"pairs": 0, "unchanged": 0})
     select_s: float = 0.0
 
@@ -112,13 +119,14 @@ class Tally:
             self.drops_by_reason[(stage, reason)] = self.drops_by_reason.get((stage, reason), 0) + int(n)
         ids = pa.array(df["prompt_id"].array, type=pa.large_string())
         self.dropped_ids.append(pc.unique(ids.filter(pc.is_null(pa.array(df["candidate_id"].array)))))
-        if not load:
+        if not load and self.accounted_ids is not None:
             self.accounted_ids.append(pc.unique(ids))
 
     def paired(self, prompt_ids: pd.Series) -> None:
         ids = pc.unique(pa.array(prompt_ids.array, type=pa.large_string()))
-        self.paired_ids.append(ids)
-        self.accounted_ids.append(ids)
+        self.prompts_paired += len(ids)
+        if self.accounted_ids is not None:
+            self.accounted_ids.append(ids)
 
     @staticmethod
     def distinct(arrays: list) -> pa.Array:
@@ -160,7 +168,9 @@ class BatchTables:
     prompts: pd.DataFrame
     candidates: pd.DataFrame  # with texts only when this pass needs them
     scores: pa.Table          # all columns (details: dstc_concat)
-    pool: pd.DataFrame
+    pool: pd.DataFrame | None
+    sample_drops: pd.DataFrame | None = None
+    scored: pa.Array | None = None  # prompts with a valid reward
 
 
 def finalize_tables(run, weights: dict[str, float]) -> Tally:
@@ -180,6 +190,8 @@ def _finalize(run, weights: dict[str, float], out: Outputs) -> None:
     cfg = run.config.selection
     plan = plan_selection(cfg)
     tally = out.tally
+    if plan.mode != "stream":
+        tally.accounted_ids = []
     prompts = io.RowReader(run.run_dir / "prompts.parquet", schema.PROMPTS)
     out.drops(run.load_drops(), load=True)
     steps = plan.batch_pool_filters + plan.batch_pair_filters
@@ -189,19 +201,26 @@ def _finalize(run, weights: dict[str, float], out: Outputs) -> None:
     for batch in run.batches:
         b = _read_batch(run, batch, prompts, weights, out, with_texts=texts_now)
         t0 = time.perf_counter()
+        if plan.mode != "stream":
+            tally.scored[batch.index] = b.scored
         if plan.mode == "global":
             kept["pool"].append(b.pool)
             kept["candidates"].append(b.candidates)
             kept["prompts"].append(b.prompts)
             continue
         if b.pool.empty:  # every prompt of the batch was dropped while sampling: nothing to select
+            if plan.mode == "stream":
+                run_core.check_accounted(b.prompts, b.sample_drops)
             continue
         index, drops = stages.select_index(b.pool, b.candidates, b.prompts, cfg, plan.batch_pool_filters,
                                            plan.batch_pair_filters)
         tally.select_s += time.perf_counter() - t0
         out.drops(drops)
         if plan.mode == "stream":
-            out.pairs(_materialize(index, b, cfg, tally))
+            pairs = _materialize(index, b, cfg, tally)
+            out.pairs(pairs)
+            tally.sample.offer(b.scored, pairs["prompt_id"])
+            run_core.check_accounted(b.prompts, pairs, b.sample_drops, drops)  # per batch: bounded
             continue
         kept["index"].append(index)
         if tail_pool:
@@ -215,7 +234,7 @@ def _finalize(run, weights: dict[str, float], out: Outputs) -> None:
             index = _tail(run, cfg, plan.tail, kept, out)
         tally.select_s += time.perf_counter() - t0
         _materialize_by_batch(run, index, prompts, cfg, out)
-    _check_accounted(run.run_dir / "prompts.parquet", tally)
+        _check_accounted(run.run_dir / "prompts.parquet", tally)
 
 
 def _read_batch(run, batch, prompts: io.RowReader, weights, out: Outputs, with_texts: bool) -> BatchTables:
@@ -225,15 +244,15 @@ def _read_batch(run, batch, prompts: io.RowReader, weights, out: Outputs, with_t
     scores = io.read_arrow(run.shard(batch, "score"), schema.SCORES)
     out.sinks["candidates"].write(candidates)
     out.sinks["scores"].write(scores)
-    out.drops(io.read_table(run.shard(batch, "sample", "drops"), schema.DROPS))
+    sample_drops = io.read_table(run.shard(batch, "sample", "drops"), schema.DROPS)
+    out.drops(sample_drops)
     tally.candidates += candidates.num_rows
     tally.scores += scores.num_rows
     tally.score_errors += scores.num_rows - scores.column("error").null_count
     cands = (candidates if with_texts else candidates.select(COMPACT_CANDIDATES)).to_pandas()
     pool = rewards.combine(cands, scores.select(COMBINE_SCORES).to_pandas(), weights, run.config.selection.normalize)
-    scored = pool.loc[pool["reward"].notna(), "prompt_id"]
-    tally.scored_ids.append(pc.unique(pa.array(scored.array, type=pa.large_string())))
-    return BatchTables(batch_prompts(batch, prompts, run), cands, scores, pool)
+    scored = pc.unique(pa.array(pool.loc[pool["reward"].notna(), "prompt_id"].array, type=pa.large_string()))
+    return BatchTables(batch_prompts(batch, prompts, run), cands, scores, pool, sample_drops, scored)
 
 
 def batch_prompts(batch, prompts: io.RowReader, run) -> pd.DataFrame:
@@ -322,24 +341,28 @@ def _select_whole_run(run, cfg, kept: dict, out: Outputs) -> pd.DataFrame:
 
 def _materialize_by_batch(run, index: pd.DataFrame, prompts: io.RowReader, cfg, out: Outputs) -> None:
     """Second pass: each batch's pairs (in the index's order) from that batch's texts."""
-    if index.empty:
-        return
-    all_ids = pa.array([p for batch in run.batches for p in batch.prompt_ids], type=pa.large_string())
-    batch_numbers = np.repeat([b.index for b in run.batches], [len(b.prompt_ids) for b in run.batches])
-    at = batch_numbers[pc.index_in(pa.array(index["prompt_id"].array, type=pa.large_string()),
-                                   value_set=all_ids).to_numpy(zero_copy_only=False)]
-    del all_ids
+    at = np.zeros(0, dtype=np.int64)
+    if len(index):
+        all_ids = pa.array([p for batch in run.batches for p in batch.prompt_ids], type=pa.large_string())
+        batch_numbers = np.repeat([b.index for b in run.batches], [len(b.prompt_ids) for b in run.batches])
+        at = batch_numbers[pc.index_in(pa.array(index["prompt_id"].array, type=pa.large_string()),
+                                       value_set=all_ids).to_numpy(zero_copy_only=False)]
+        del all_ids
     order = np.argsort(at, kind="stable")
     bounds = np.searchsorted(at[order], np.arange(len(run.batches) + 1))
     for batch in run.batches:
         rows = order[bounds[batch.index]:bounds[batch.index + 1]]
+        scored = out.tally.scored.pop(batch.index, None)
         if not len(rows):
+            out.tally.sample.offer(scored if scored is not None else [], [])
             continue
         candidates = io.read_arrow(run.shard(batch, "sample", "candidates"), schema.CANDIDATES,
                                    ["candidate_id", "prompt_id", "text", "model"]).to_pandas()
         scores = io.read_arrow(run.shard(batch, "score"), schema.SCORES) if cfg.dstc_concat else None
         b = BatchTables(batch_prompts(batch, prompts, run), candidates, scores, None)
-        out.pairs(_materialize(index.iloc[rows].reset_index(drop=True), b, cfg, out.tally))
+        pairs = _materialize(index.iloc[rows].reset_index(drop=True), b, cfg, out.tally)
+        out.pairs(pairs)
+        out.tally.sample.offer(scored if scored is not None else [], pairs["prompt_id"])
 
 
 def _check_accounted(prompts_path, tally: Tally) -> None:

@@ -46,23 +46,36 @@ def prompt_label(messages, width: int = 48) -> str:
 
 def sample_prompts(pool: pd.DataFrame, pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
     """Up to n prompt ids with a valid reward, paired prompts first; a seeded sample, stable across reruns."""
-    return pick_prompts(pool.loc[pool["reward"].notna(), "prompt_id"].unique(), pairs["prompt_id"].unique(), n, seed)
+    sample = PromptSample(n, seed)
+    sample.offer(pool.loc[pool["reward"].notna(), "prompt_id"].unique(), pairs["prompt_id"].unique())
+    return sample.picked()
 
 
-def pick_prompts(scored_ids, paired_ids, n: int, seed: int = 0) -> list[str]:
-    """sample_prompts from the ids alone (a large run's finalize keeps the ids, not the pool): up to n of the
-    scored prompts, the paired ones first. Arrow arrays (a million ids) are sorted and drawn from without
-    becoming Python strings; the draw is rng.permutation of each sorted group, as positions."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    scored = pc.unique(pa.array(scored_ids, type=pa.large_string()))
-    is_paired = pc.is_in(scored, value_set=pa.array(paired_ids, type=pa.large_string()))
-    rng = np.random.default_rng(seed)
-    picked: list[str] = []
-    for group in (scored.filter(is_paired), scored.filter(pc.invert(is_paired))):
-        ordered = group.take(pc.sort_indices(group))
-        picked += ordered.take(pa.array(rng.permutation(len(ordered))[:n - len(picked)])).to_pylist()
-    return picked
+class PromptSample:
+    """The prompts the reward figure shows, drawn while a run streams by: the n paired prompts with the smallest
+    hash(seed, prompt_id), then (when fewer are paired) the unpaired scored ones by the same hash. Offered batch by
+    batch it keeps n ids per group, and whatever the batches, the same ids come out."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed = n, seed
+        self._best: dict[bool, list[tuple[str, str]]] = {True: [], False: []}  # paired? -> [(key, prompt_id)]
+
+    def _key(self, prompt_id: str) -> str:
+        import hashlib
+        return hashlib.blake2b(f"{self.seed}:{prompt_id}".encode(), digest_size=8).hexdigest()
+
+    def offer(self, scored_ids, paired_ids) -> None:
+        """Prompts with a valid reward, and those of them (or more) that have a pair."""
+        paired = set(np.asarray(paired_ids, dtype=object).tolist())
+        for pid in set(np.asarray(scored_ids, dtype=object).tolist()):
+            group = self._best[pid in paired]
+            group.append((self._key(pid), pid))
+        for flag, group in self._best.items():
+            self._best[flag] = sorted(set(group))[:self.n]
+
+    def picked(self) -> list[str]:
+        ids = [p for _, p in self._best[True]] + [p for _, p in self._best[False]]
+        return ids[:self.n]
 
 
 def reward_distributions(pool: pd.DataFrame, pairs: pd.DataFrame, prompts: pd.DataFrame, path: Path,

@@ -78,13 +78,9 @@ def test_figures_need_no_texts(tmp_path):
 
 
 def _tally(run):
-    """The ids finalize keeps for the reports, read back from the finished run's files."""
-    import pyarrow as pa
-
+    """The sample finalize draws for the reports, drawn again from the finished run's files."""
     from pipelines.pairs.finalize import Tally
     tally = Tally()
-    pool = plots.read_run_table(run.run_dir, "pairs", ["prompt_id"])
-    tally.paired_ids.append(pa.array(pool["prompt_id"].unique(), type=pa.large_string()))
-    tally.scored_ids.append(pa.array(plots.read_run_table(run.run_dir, "prompts", ["prompt_id"])["prompt_id"],
-                                     type=pa.large_string()))
+    tally.sample.offer(plots.read_run_table(run.run_dir, "prompts", ["prompt_id"])["prompt_id"],  # all scored here
+                       plots.read_run_table(run.run_dir, "pairs", ["prompt_id"])["prompt_id"])
     return tally
