@@ -43,11 +43,16 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _node_ip() -> str:
+    from ray._private.services import get_node_ip_address
+    return get_node_ip_address()  # what Ray makes of 127.0.0.1 anyway (it resolves localhost to this address)
+
+
 def _node_args(resources: dict, ports: list[int]) -> list[str]:
     """One CPU, a small object store, and explicit ports: another Ray instance on this machine keeps its own."""
     node_manager, object_manager, metrics, agent_http, agent_grpc, runtime_env = ports
     return ["--num-cpus", "1", "--resources", json.dumps(resources), "--object-store-memory", str(100 << 20),
-            "--node-ip-address", "127.0.0.1", "--node-manager-port", str(node_manager),
+            "--node-ip-address", _node_ip(), "--node-manager-port", str(node_manager),
             "--object-manager-port", str(object_manager), "--metrics-export-port", str(metrics),
             "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
             "--runtime-env-agent-port", str(runtime_env), "--disable-usage-stats", "--block"]
@@ -76,6 +81,9 @@ def _stop(proc: subprocess.Popen) -> None:
 def cluster():
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
     gcs, dashboard, client, *ports = _free_ports(15)
+    # no token authentication: a token left in ~/.ray by another cluster of this machine would switch it on
+    auth_before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
     logs = open(Path(temp) / "nodes.log", "w")
     head = subprocess.Popen(
@@ -84,7 +92,7 @@ def cluster():
          *_node_args({"head": 1}, ports[:6])], env=env, stdout=logs, stderr=subprocess.STDOUT)
     procs = [head]
     try:
-        address = f"127.0.0.1:{gcs}"
+        address = f"{_node_ip()}:{gcs}"
         _wait(lambda: _nodes(address) >= 1, head, temp)
         worker = subprocess.Popen(["ray", "start", "--address", address, *_node_args({"worker": 1}, ports[6:12])],
                                   env=env, stdout=logs, stderr=subprocess.STDOUT)
@@ -95,20 +103,31 @@ def cluster():
         for proc in reversed(procs):
             _stop(proc)
         logs.close()
+        if auth_before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_before
+
+
+LAST_ERROR = [""]
 
 
 def _nodes(address: str) -> int:
-    out = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address=%r, log_to_driver=False); "
+    """Alive nodes, asked by a separate driver (this process connects only for the build)."""
+    out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, log_to_driver=False); "
                           "print(sum(n['Alive'] for n in ray.nodes()))" % address], capture_output=True, text=True,
                          timeout=120, env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+    if out.returncode != 0 or not out.stdout.strip():
+        LAST_ERROR[0] = out.stderr[-2000:]
+        return 0
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def _wait(ready, proc: subprocess.Popen, temp: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, (Path(temp) / "nodes.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the Ray node did not come up"
+        assert time.monotonic() < deadline, f"the Ray node did not come up; last driver error:\n{LAST_ERROR[0]}"
         time.sleep(1)
 
 
