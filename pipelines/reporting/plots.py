@@ -172,28 +172,37 @@ def ches_histogram(pairs: pd.DataFrame, drops: pd.DataFrame, path: Path) -> Path
 
 
 # the columns the figures read: never the texts, which are most of a large run's bytes
-PAIR_COLUMNS = ["prompt_id", "chosen_score", "rejected_score", "margin", "ches", "ln_ches"]
+SCORE_COLUMNS = ["prompt_id", "chosen_score", "rejected_score"]
+CHES_COLUMNS = ["ches", "ln_ches"]
 
 
 def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: int = 12,
                 prompt_ids: list[str] | None = None) -> dict[str, Path]:
     """Draw every figure that applies into run_dir/plots; {name: path}. `pool` is rewards.combine's output (of at
-    least the `prompt_ids` to show, when given). Reads only the columns and rows the figures use: the pairs'
-    scores, the drop rows of the CHES filter, the messages of the prompts shown."""
+    least the `prompt_ids` to show, when given). Reads only the columns and rows the figures use: the margins,
+    the scores of the shown prompts' pairs, the CHES scores and the CHES filter's drop rows when it ran, the
+    messages of the shown prompts (a million pairs cost ~8 bytes each here, not their texts)."""
     run_dir = Path(run_dir)
-    pairs = read_run_table(run_dir, "pairs", PAIR_COLUMNS)
-    drops = read_run_table(run_dir, "drops", ["reason", "detail"], filters=[("reason", "=", "ches_filtered")])
+    margins = read_run_table(run_dir, "pairs", ["margin"])
+    if prompt_ids is None:
+        ids = sample_prompts(pool, read_run_table(run_dir, "pairs", ["prompt_id"]), n_prompts)
+    else:
+        ids = list(prompt_ids)
+    where = [("prompt_id", "in", ids)] if ids else None
+    shown = read_run_table(run_dir, "pairs", SCORE_COLUMNS, filters=where)
+    prompts = read_run_table(run_dir, "prompts", ["prompt_id", "messages"], filters=where)
     selection = manifest["config"]["selection"]
     ddof = int(selection.get("params", {}).get("ddof", 0)) if selection["rule"] == "mu_2sigma" else 0
-    ids = sample_prompts(pool, pairs, n_prompts) if prompt_ids is None else list(prompt_ids)
-    prompts = read_run_table(run_dir, "prompts", ["prompt_id", "messages"],
-                             filters=[("prompt_id", "in", ids)] if ids else None)
+    ches_ran = any(f["name"] == "ches" for f in selection.get("pair_filters", []))
+    ches = read_run_table(run_dir, "pairs", CHES_COLUMNS) if ches_ran else pd.DataFrame(columns=CHES_COLUMNS)
+    drops = read_run_table(run_dir, "drops", ["reason", "detail"], filters=[("reason", "=", "ches_filtered")]) \
+        if ches_ran else pd.DataFrame(columns=["reason", "detail"])
     plots = run_dir / "plots"
     drawn = {
-        "rewards": reward_distributions(pool, pairs, prompts, plots / "rewards.png", n_prompts, ddof,
+        "rewards": reward_distributions(pool, shown, prompts, plots / "rewards.png", n_prompts, ddof,
                                         prompt_ids=ids),
-        "margins": margin_histogram(pairs, plots / "margins.png"),
-        "ches": ches_histogram(pairs, drops, plots / "ches.png"),
+        "margins": margin_histogram(margins, plots / "margins.png"),
+        "ches": ches_histogram(ches, drops, plots / "ches.png"),
     }
     return {name: path for name, path in drawn.items() if path is not None}
 
