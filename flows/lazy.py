@@ -93,14 +93,21 @@ def batched_build_flow(name: str, build: str, config_cls, task_name: str, publis
         return module.process_batch(run, batch, log=get_run_logger().info)
 
     def run_all(run):
-        futures = [batch_task.submit(run, b) for b in run.batches]
+        # tasks get the run without its list of batches: Prefect walks every task's parameters (and Ray pickles
+        # them), which for a million prompts would be ~100 MB per task
+        shared = run.for_tasks()
+        futures = [batch_task.submit(shared, b) for b in run.batches]
         return reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key=f"{name}-progress")
 
-    @flow(name=f"{name}-batches-on-ray", log_prints=True, validate_parameters=False)
     def ray_batches(run):
-        from prefect_ray.context import remote_options
-        with remote_options(**run.config.executor.task_resources):
-            return run_all(run)
+        """A subflow on the Ray task runner, with no parameters: a flow run's parameters are stored by the API,
+        and the run (with its batches) is too large for that at scale."""
+        @flow(name=f"{name}-batches-on-ray", log_prints=True, validate_parameters=False)
+        def batches_on_ray():
+            from prefect_ray.context import remote_options
+            with remote_options(**run.config.executor.task_resources):
+                return run_all(run)
+        return batches_on_ray
 
     def build_flow(config: config_cls = config_cls()) -> dict:
         run = module.prepare(config)
@@ -109,7 +116,7 @@ def batched_build_flow(name: str, build: str, config_cls, task_name: str, publis
             from prefect_ray import RayTaskRunner
             kwargs = ray_init_kwargs(config.executor)
             runner = RayTaskRunner(address=kwargs.pop("address"), init_kwargs=kwargs)
-            results = ray_batches.with_options(task_runner=runner)(run.resolved())
+            results = ray_batches(run.resolved()).with_options(task_runner=runner)()
         else:
             results = run_all(run)
         manifest = module.finalize(run, results)

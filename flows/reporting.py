@@ -18,8 +18,10 @@ def gather(futures: list, sizes: list[int], key: str) -> list:
     for future, size in zip(futures, sizes):
         result = future.result()
         results.append(result)
-        logger.info(progress.done(size, resumed=result.resumed))
-        update_progress_artifact(bar, 100.0 * progress.fraction)
+        line = progress.done(size, resumed=result.resumed)
+        if line:  # about a hundred lines (and bar updates) however many batches: see BatchProgress
+            logger.info(line)
+            update_progress_artifact(bar, 100.0 * progress.fraction)
     return results
 
 

@@ -2,7 +2,7 @@
 
     schema     the tables (prompts, candidates, scores, pairs, drops) and the one drop-row constructor
     ids        content-hash ids and per-prompt seeds
-    io         atomic Parquet/JSON writes
+    io         atomic Parquet/JSON writes, a streaming Parquet sink, a row-range reader
     config     the strict config base, the file loader and the shared sections (prompts, sampler, executor)
     registry   "module:attr" names resolved lazily (samplers, scorers, rules, loaders are chosen by name)
     devices    device and dtype choice (bf16 on GPU, fp32 on CPU)
@@ -10,5 +10,6 @@
     versions   installed package versions, for manifests
     progress   batch progress lines
     run        the run core: planning, shards, accounting, manifest header, run_local
+    shards     the shard cache: which runs use it (shards.json), listing, collecting
     executors  where batches run: local or Ray (with or without Prefect)
 """

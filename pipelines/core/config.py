@@ -121,6 +121,32 @@ class SamplerConfig(StrictModel):
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="openai only: the endpoint")
 
 
+# Sampled tokens (k x max_new_tokens per prompt, an upper bound) per checkpointed batch when batch_size is not set:
+# about 3 minutes of engine time, so a kill loses at most that much (docs/scale.md has the arithmetic).
+TOKENS_PER_BATCH = {
+    "transformers": 8_192,    # CPU: ~30-70 tokens/s on 2 cores -> 2-4.5 min
+    "vllm": 1_048_576,        # one GPU: ~5,000-10,000 tokens/s (a 7-8B model, hundreds of sequences) -> 2-3.5 min
+    "ray_data": 1_048_576,    # per vLLM replica (x ray_data.concurrency)
+}
+
+
+def default_batch_size(sampler: SamplerConfig) -> int:
+    """Prompts per batch so that one batch is about TOKENS_PER_BATCH sampled tokens for its sampler."""
+    budget = TOKENS_PER_BATCH[sampler.name]
+    if sampler.name == "ray_data":
+        concurrency = sampler.ray_data.get("concurrency", 1)
+        budget *= max(concurrency) if isinstance(concurrency, (list, tuple)) else int(concurrency)
+    return max(1, budget // (sampler.k * sampler.max_new_tokens))
+
+
+class CacheConfig(StrictModel):
+    """What happens to the run's shards in <output_dir>/.cache after finalize (pipelines/core/shards.py)."""
+    cleanup: bool = Field(
+        False, description="after the run's files are written, delete its shards that no other run under "
+                           "output_dir uses (no resume or reuse of them afterwards); `python -m flows.cache gc` "
+                           "does the same for every run at once")
+
+
 class ExecutorConfig(StrictModel):
     """Where the batch tasks run. Nothing in the stages depends on it; only the Prefect task runner changes."""
     name: Literal["local", "ray"] = Field(
@@ -133,8 +159,9 @@ class ExecutorConfig(StrictModel):
         default_factory=dict, description="ray: extra ray.init kwargs, e.g. {num_cpus: 2, include_dashboard: false} "
                                           "or {runtime_env: {working_dir: .}}")
     task_resources: dict[str, Any] = Field(
-        default_factory=dict, description="ray: resources each batch task asks for, e.g. {num_gpus: 1} so that one "
-                                          "batch holds one GPU (default: Ray's 1 CPU)")
+        default_factory=dict, description="ray: ray.remote options of each batch task: resources, e.g. {num_gpus: 1} "
+                                          "so that one batch holds one GPU (default: Ray's 1 CPU), or scheduling, "
+                                          "e.g. {scheduling_strategy: SPREAD} across nodes")
 
     @model_validator(mode="before")
     @classmethod

@@ -27,7 +27,9 @@ def run_batches(run: Run, process_batch: ProcessBatch, log=to_stderr) -> list[Ba
     progress = BatchProgress(len(run.batches), sum(len(b.prompt_ids) for b in run.batches))
 
     def arrived(result: BatchResult) -> None:
-        log(progress.done(result.prompts, resumed=result.resumed))
+        line = progress.done(result.prompts, resumed=result.resumed)
+        if line:
+            log(line)
 
     executor = run.config.executor
     if executor.name == "ray":
@@ -57,14 +59,15 @@ def _on_ray(run: Run, process_batch: ProcessBatch, executor, arrived) -> list[Ba
     try:
         task = ray.remote(**executor.task_resources)(_process_quietly) if executor.task_resources \
             else ray.remote(_process_quietly)
-        run = run.resolved()
-        pending = [task.remote(process_batch, run, batch) for batch in run.batches]
+        shared = ray.put(run.for_tasks())  # once in the object store, not once per task
+        pending = [task.remote(process_batch, shared, batch) for batch in run.batches]
         results: dict[int, BatchResult] = {}
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            result = ray.get(done[0])
-            results[result.index] = result
-            arrived(result)
+            ray.wait(pending, num_returns=1)  # block for the next one, then take every one that is ready
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            for result in ray.get(done):
+                results[result.index] = result
+                arrived(result)
         return [results[batch.index] for batch in run.batches]
     finally:
         if started_here:

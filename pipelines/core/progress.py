@@ -3,6 +3,10 @@
 Counted where results arrive (the flow gathering its batch futures, or the local loop), so it reads the same
 whatever runs the batches (threads, Ray). ETA = elapsed / prompts done * prompts left; batches resumed from the
 cache are counted as done but not in the rate (they took no time), so a resumed run does not promise too much.
+
+A run of thousands of batches (a million prompts) reports about a hundred lines, not one per batch: `done`
+returns the line when one is due (every batch up to EVERY_BATCH_UNTIL batches, else the first, the last, every
+1% of the batches and at least every REPORT_EVERY_S seconds) and None otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ def duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+EVERY_BATCH_UNTIL = 100   # runs with at most this many batches report every batch
+REPORT_EVERY_S = 30.0     # else at least this often (while batches arrive)
+
+
 @dataclass
 class BatchProgress:
     total_batches: int
@@ -32,14 +40,17 @@ class BatchProgress:
     batches: int = 0
     prompts: int = 0
     computed_prompts: int = 0  # prompts of batches that ran now (not resumed): the basis of the rate
+    reported_batches: int = 0
+    reported_at: float | None = None
 
-    def done(self, n_prompts: int, resumed: bool = False) -> str:
-        """Record a finished batch; returns the progress line."""
+    def done(self, n_prompts: int, resumed: bool = False) -> str | None:
+        """Record a finished batch; returns the progress line when one is due (see the module doc), else None."""
         self.batches += 1
         self.prompts += n_prompts
         if not resumed:
             self.computed_prompts += n_prompts
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        elapsed = now - self.started
         left = self.total_prompts - self.prompts
         if left <= 0:
             eta = "done"
@@ -48,6 +59,12 @@ class BatchProgress:
         else:
             eta = "ETA unknown"
         pct = 100.0 * self.prompts / self.total_prompts if self.total_prompts else 100.0
+        due = (self.total_batches <= EVERY_BATCH_UNTIL or self.batches in (1, self.total_batches)
+               or self.batches - self.reported_batches >= max(1, self.total_batches // 100)
+               or (self.reported_at is not None and now - self.reported_at >= REPORT_EVERY_S))
+        if not due:
+            return None
+        self.reported_batches, self.reported_at = self.batches, now
         return (f"batch {self.batches}/{self.total_batches} done, {self.prompts}/{self.total_prompts} prompts "
                 f"({pct:.0f}%), {duration(elapsed)} elapsed, {eta}")
 

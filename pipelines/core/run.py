@@ -11,7 +11,13 @@ A build is three functions over this core, whatever executes its batches:
 flows run the same function as Prefect tasks. Resume: shards are written atomically and the last shard a batch
 writes marks it done, so a rerun after a crash or kill -9 finds the finished shards and calls no engine for them.
 A key hashes the batch's prompts, the config that changes the output and the source code that makes it, so
-changing only the scorers re-scores but does not resample.
+changing only the scorers re-scores but does not resample. Each run directory records the keys it planned
+(`shards.json`, written before any batch runs), so the cache can be listed and collected by the runs that use it
+(pipelines/core/shards.py).
+
+Scale: batches are consecutive slices of prompts.parquet (written in row groups of PROMPT_ROW_GROUP rows), so a
+batch reads its prompts through `io.RowReader` without reading the other million; tasks get `run.for_tasks()`, the
+run without its list of batches (the only part that grows with the number of prompts).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,7 @@ from pipelines.core.progress import to_stderr
 from pipelines.core.versions import package_versions
 
 ROOT = Path(__file__).resolve().parents[2]
+PROMPT_ROW_GROUP = 1024  # rows per row group of prompts.parquet: a batch decodes at most a few groups
 
 
 @dataclass
@@ -39,6 +48,7 @@ class Batch:
     index: int
     prompt_ids: list[str]
     keys: dict[str, str]  # shard key per shard family ("sample", "score"; "step"): finished work is found by key
+    start: int | None = None  # row of its first prompt in prompts.parquet (None: look the ids up)
 
 
 @dataclass
@@ -50,12 +60,22 @@ class Run:
     batches: list[Batch]
     started: float = field(default_factory=time.time)
     timings: dict = field(default_factory=dict)
+    batch_count: int = -1  # len(batches) as planned (kept when for_tasks() leaves the list out)
+
+    def __post_init__(self):
+        if self.batch_count < 0:
+            self.batch_count = len(self.batches)
 
     def prompts(self) -> pd.DataFrame:
         return io.read_table(self.run_dir / "prompts.parquet", schema.PROMPTS)
 
     def batch_prompts(self, batch: Batch) -> pd.DataFrame:
-        prompts = self.prompts()
+        path = self.run_dir / "prompts.parquet"
+        if batch.start is not None:
+            rows = io.RowReader(path, schema.PROMPTS).rows(batch.start, batch.start + len(batch.prompt_ids))
+            if rows.column("prompt_id").to_pylist() == list(batch.prompt_ids):
+                return rows.to_pandas()
+        prompts = self.prompts()  # a batch not planned as a slice (or a file rewritten since): by id
         return prompts[prompts["prompt_id"].isin(batch.prompt_ids)]
 
     def load_drops(self) -> pd.DataFrame:
@@ -70,6 +90,11 @@ class Run:
         """The same run with absolute paths: Ray workers may run in another directory or on another node."""
         return dataclasses.replace(self, run_dir=self.run_dir.resolve(), cache_dir=self.cache_dir.resolve())
 
+    def for_tasks(self) -> "Run":
+        """What a batch task needs: the run with absolute paths and without the list of batches (each task gets
+        its own Batch). At a million prompts the list is ~100 MB, which every task would otherwise carry."""
+        return dataclasses.replace(self.resolved(), batches=[], batch_count=self.batch_count)
+
 
 @dataclass
 class BatchResult:
@@ -79,6 +104,15 @@ class BatchResult:
     engine_calls: dict[str, int] = field(default_factory=dict)  # by call kind; empty when resumed
     seconds: dict[str, float] = field(default_factory=dict)     # by stage
     stats: dict = field(default_factory=dict)                   # the build's own counters (nodes, tokens, ...)
+    node: str = field(default_factory=lambda: current_node())   # where it ran: Ray node id, else host name
+
+
+def current_node() -> str:
+    """The Ray node id inside a Ray worker or driver, else the host name (for the manifest's batch_nodes)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
 
 
 def code_hash(*paths: str) -> str:
@@ -101,14 +135,27 @@ def plan_run(config, kind: str, prompts: pd.DataFrame, drops: pd.DataFrame,
 
     config: a build config with run_id, output_dir and batch_size; prompts, drops: what the loader gave;
     batch_keys(prompt_ids): a batch's shard keys."""
+    from pipelines.core import shards
     config = config.model_copy(update={"run_id": config.run_id or default_run_id(config, prefix=run_prefix)})
     run_dir = Path(config.output_dir) / config.run_id
-    io.write_table(prompts, run_dir / "prompts.parquet", schema.PROMPTS)
+    io.write_table(prompts, run_dir / "prompts.parquet", schema.PROMPTS, row_group_size=PROMPT_ROW_GROUP)
     io.write_table(drops, run_dir / "load_drops.parquet", schema.DROPS)
     ids = prompts["prompt_id"].tolist()
-    batches = [Batch(i, ids[start:start + config.batch_size], batch_keys(ids[start:start + config.batch_size]))
-               for i, start in enumerate(range(0, len(ids), config.batch_size))]
-    return Run(kind, config, run_dir, Path(config.output_dir) / ".cache", batches)
+    size = config.batch_size
+    batches = [Batch(i, ids[start:start + size], batch_keys(ids[start:start + size]), start)
+               for i, start in enumerate(range(0, len(ids), size))]
+    run = Run(kind, config, run_dir, Path(config.output_dir) / ".cache", batches)
+    shards.write_plan(run)  # before any batch runs: `flows.cache gc` never collects the shards of a run under way
+    return run
+
+
+def shard_keys(run: Run) -> dict[str, list[str]]:
+    """The shard keys of the run's batches, per family, in batch order."""
+    keys: dict[str, list[str]] = {}
+    for batch in run.batches:
+        for family, key in batch.keys.items():
+            keys.setdefault(family, []).append(key)
+    return keys
 
 
 def check_accounted(prompts: pd.DataFrame, *tables: pd.DataFrame) -> None:
@@ -145,6 +192,8 @@ def manifest_header(run: Run, results: list[BatchResult], prompts: pd.DataFrame,
         "counts": {"prompts_in": len(prompts) + len(load_drops), "prompts_loaded": len(prompts)},
         "batches": {"total": len(run.batches), "computed": sum(1 for r in results if not r.resumed),
                     "resumed": sum(1 for r in results if r.resumed)},
+        "batch_nodes": summed({r.node: 1} for r in results),  # batches per Ray node id (or host name)
+        "shards": {"plan": "shards.json", **{f: len(keys) for f, keys in shard_keys(run).items()}},
         "engine_calls": summed(r.engine_calls for r in results),
     }
 

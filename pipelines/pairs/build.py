@@ -5,7 +5,8 @@ functions on the config's executor without Prefect. Both produce the same files.
 
 Shards per batch, in `<output_dir>/.cache/`: `sample/<key>.candidates.parquet` (+ `.drops.parquet`), keyed by the
 batch's prompts, the sampler config and the sampling code; `score/<key>.parquet`, keyed by the sample key, the
-scorer config and the scoring code. So changing the scorers re-scores but does not resample.
+scorer config and the scoring code. So changing the scorers re-scores but does not resample. finalize streams
+them into the run directory batch by batch (pipelines/pairs/finalize.py), so its memory does not grow with the run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def prepare(config: BuildConfig) -> Run:
     from pipelines.loaders import load_prompts
 
     t0 = time.perf_counter()
+    prompts, drops = load_prompts(config.prompts)
+    run = run_core.plan_run(config, "pairs", prompts, drops, batch_keys(config))
+    run.timings["load_s"] = time.perf_counter() - t0
+    return run
+
+
+def batch_keys(config: BuildConfig):
+    """keys(prompt_ids) -> {"sample": key, "score": key}: a batch's shard keys under this config and code."""
     sampler_cfg, scorer_cfg = config.sampler.model_dump(), [s.model_dump() for s in config.scorers]
     sampler_code, scorer_code = run_core.code_hash(*SAMPLE_CODE), run_core.code_hash(*SCORE_CODE)
 
@@ -41,10 +50,7 @@ def prepare(config: BuildConfig) -> Run:
         sample = stable_hash("sample", prompt_ids, sampler_cfg, sampler_code, length=24)
         return {"sample": sample, "score": stable_hash("score", sample, scorer_cfg, scorer_code, length=24)}
 
-    prompts, drops = load_prompts(config.prompts)
-    run = run_core.plan_run(config, "pairs", prompts, drops, keys)
-    run.timings["load_s"] = time.perf_counter() - t0
-    return run
+    return keys
 
 
 def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
@@ -74,55 +80,25 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
         scorers = [get_scorer(s.name, s.params) for s in run.config.scorers]
         io.write_table(stages.score_stage(candidates, prompts, scorers), score_path, schema.SCORES)
         seconds["score"] = time.perf_counter() - t0
-    log(f"batch {batch.index + 1}/{len(run.batches)}: {len(prompts)} prompts, {len(candidates)} candidates"
+    log(f"batch {batch.index + 1}/{run.batch_count}: {len(prompts)} prompts, {len(candidates)} candidates"
         f" ({'sampled in %.1fs' % seconds['sample'] if calls else 'resumed from cache'})")
     return BatchResult(batch.index, len(prompts), not calls, calls, seconds)
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
-    """Gather shards, select pairs, write the run directory and its reports; returns the manifest."""
-    t0 = time.perf_counter()
-    prompts, load_drops = run.prompts(), run.load_drops()
-    candidates = _gather(run, "sample", "candidates", schema.CANDIDATES)
-    sample_drops = _gather(run, "sample", "drops", schema.DROPS)
-    scores = _gather(run, "score", None, schema.SCORES)
-    selection = run.config.selection
-    weights = {s.name: s.weight for s in run.config.scorers}
-    pairs, select_drops = stages.select_stage(candidates, scores, prompts, selection, weights)
-    concatenated = None
-    if selection.dstc_concat:
-        from pipelines.pairs.dstc_concat import concatenate
-        pairs, unchanged = concatenate(pairs, scores)
-        concatenated = {"pairs": len(pairs) - unchanged, "unchanged": unchanged}
-    drops = pd.concat([load_drops, sample_drops, select_drops], ignore_index=True)
-    run.timings["select_s"] = time.perf_counter() - t0
-    run_core.check_accounted(prompts, pairs, drops)
-
+    """Stream the shards into the run directory, selecting pairs batch by batch (pipelines/pairs/finalize.py:
+    memory stays bounded whatever the run's size), then the reports and the manifest; returns the manifest."""
+    manifest, tally = write_tables(run, results)
     t1 = time.perf_counter()
-    for name, df in (("candidates", candidates), ("scores", scores), ("pairs", pairs), ("drops", drops)):
-        io.write_table(df, run.run_dir / f"{name}.parquet", schema.TABLES[name])
-    run.timings["write_s"] = time.perf_counter() - t1
-    run.timings["sample_s"] = sum(r.seconds.get("sample", 0.0) for r in results)
-    run.timings["score_s"] = sum(r.seconds.get("score", 0.0) for r in results)
-    manifest = run_core.manifest_header(run, results, prompts, load_drops)
-    prompt_level = drops[drops["candidate_id"].isna()]
-    manifest["counts"].update({
-        "candidates": len(candidates),
-        "scores": len(scores),
-        "score_errors": int(scores["error"].notna().sum()),
-        "pairs": len(pairs),
-        "prompts_paired": int(pairs["prompt_id"].nunique()),
-        "prompts_dropped": int(prompt_level["prompt_id"].nunique()),
-        "drops_by_reason": run_core.drops_by_reason(drops),
-    })
-    if concatenated is not None:
-        manifest["counts"]["dstc_concatenated"] = concatenated
-    from pipelines.reporting.audit import pair_audit
-    manifest["audit"] = pair_audit(pairs, candidates, scores)
-    manifest["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
     from pipelines.reporting.report import write_reports  # matplotlib is imported only here, at the end of a run
-    pool = rewards.combine(candidates, scores, weights, selection.normalize)
-    manifest["reports"] = {k: str(p) for k, p in write_reports(run.run_dir, manifest, pool).items()}
+    weights = {s.name: s.weight for s in run.config.scorers}
+    picked, pool = _report_sample(run, tally, weights)
+    manifest["reports"] = {k: str(p) for k, p in write_reports(run.run_dir, manifest, pool,
+                                                                prompt_ids=picked).items()}
+    manifest["timings"]["reports_s"] = round(time.perf_counter() - t1, 3)
+    if run.config.cache.cleanup:
+        from pipelines.core import shards
+        manifest["cache"] = {"released": shards.release(run)}
     io.write_json(manifest, run.run_dir / "manifest.json")
     return manifest
 
@@ -131,9 +107,59 @@ def _sample_errors(drop_path) -> bool:
     return drop_path.exists() and bool((io.read_table(drop_path, schema.DROPS)["reason"] == "sample_error").any())
 
 
-def _gather(run: Run, family: str, name: str | None, table_schema) -> pd.DataFrame:
-    parts = [io.read_table(run.shard(b, family, name), table_schema) for b in run.batches]
-    return pd.concat(parts, ignore_index=True) if parts else schema.empty(table_schema)
+def write_tables(run: Run, results: list[BatchResult]):
+    """candidates, scores, pairs and drops.parquet of the run, and its manifest (not written yet, no reports):
+    (manifest, tally)."""
+    from pipelines.pairs.finalize import finalize_tables
+
+    t0 = time.perf_counter()
+    weights = {s.name: s.weight for s in run.config.scorers}
+    tally = finalize_tables(run, weights)
+    run.timings["select_s"] = tally.select_s
+    run.timings["write_s"] = time.perf_counter() - t0 - tally.select_s  # reading shards, materializing, writing
+    run.timings["sample_s"] = sum(r.seconds.get("sample", 0.0) for r in results)
+    run.timings["score_s"] = sum(r.seconds.get("score", 0.0) for r in results)
+    load_drops = run.load_drops()
+    manifest = run_core.manifest_header(run, results, _prompt_ids(run), load_drops)
+    manifest["counts"].update({
+        "candidates": tally.candidates,
+        "scores": tally.scores,
+        "score_errors": tally.score_errors,
+        "pairs": tally.pairs,
+        "prompts_paired": tally.prompts_paired,
+        "prompts_dropped": len(tally.distinct(tally.dropped_ids)),
+        "drops_by_reason": tally.drop_records(),
+    })
+    if run.config.selection.dstc_concat:
+        manifest["counts"]["dstc_concatenated"] = tally.dstc
+    from pipelines.reporting.audit import summarize
+    manifest["audit"] = summarize(pd.concat(tally.audit, ignore_index=True) if tally.audit else pd.DataFrame())
+    tally.audit = []
+    manifest["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
+    return manifest, tally
+
+
+def _prompt_ids(run: Run) -> pd.DataFrame:
+    return io.read_table(run.run_dir / "prompts.parquet", schema.PROMPTS, ["prompt_id"])
+
+
+def _report_sample(run: Run, tally, weights: dict, n_prompts: int = 12) -> tuple[list[str], pd.DataFrame]:
+    """The prompts the reward figure shows (drawn by plots.PromptSample while finalize streamed the batches) and
+    the pool rows of just those, from the few shards that hold them."""
+    picked = tally.sample.picked()[:n_prompts]
+    wanted, parts = set(picked), []
+    for b in run.batches:
+        if wanted.isdisjoint(b.prompt_ids):
+            continue
+        candidates = io.read_table(run.shard(b, "sample", "candidates"), schema.CANDIDATES,
+                                   ["candidate_id", "prompt_id", "sample_index"])
+        scores = io.read_table(run.shard(b, "score"), schema.SCORES, ["candidate_id", "prompt_id", "scorer", "score",
+                                                                       "error"])
+        pool = rewards.combine(candidates, scores, weights, run.config.selection.normalize)
+        parts.append(pool[pool["prompt_id"].isin(wanted)])
+    pool = pd.concat(parts, ignore_index=True) if parts else rewards.combine(
+        schema.empty(schema.CANDIDATES), schema.empty(schema.SCORES), weights)
+    return picked, pool
 
 
 def run_local(config: BuildConfig, log=to_stderr) -> dict:

@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipelines.core.config import ExecutorConfig, FileConfig, PromptsConfig, SamplerConfig, StrictModel
+from pipelines.core.config import (
+    CacheConfig,
+    ExecutorConfig,
+    FileConfig,
+    PromptsConfig,
+    SamplerConfig,
+    StrictModel,
+    default_batch_size,
+)
 from pipelines.core.registry import check_known
 
 
@@ -73,9 +81,13 @@ class BuildConfig(FileConfig):
         ScorerConfig(name="confidence", weight=0.1),
     ])
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    batch_size: int = Field(16, ge=1, description="prompts per checkpointed batch (the unit of resume)")
+    batch_size: int | None = Field(
+        None, ge=1, description="prompts per checkpointed batch (the unit of resume); default: about 3 minutes of "
+                                "engine time, 8,192 sampled tokens (k x max_new_tokens each) per batch for "
+                                "transformers (16 at k=4, 128 tokens), 2^20 for vllm, 2^20 per replica for ray_data")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where batch tasks run: local, or ray (a Ray cluster)")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="the shard cache after the run")
 
     @field_validator("scorers")
     @classmethod
@@ -83,6 +95,12 @@ class BuildConfig(FileConfig):
         if not scorers:
             raise ValueError("at least one scorer is needed")
         return scorers
+
+    @model_validator(mode="after")
+    def _default_batch_size(self):
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(self.sampler)
+        return self
 
     @model_validator(mode="after")
     def _concat_needs_dstc(self):

@@ -54,13 +54,26 @@ def score_stage(candidates: pd.DataFrame, prompts: pd.DataFrame, scorers: list) 
 
 def select_stage(candidates: pd.DataFrame, scores: pd.DataFrame, prompts: pd.DataFrame, selection_cfg,
                  weights: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole selection in memory. build.finalize runs the same steps batch by batch (pipelines/pairs/
+    finalize.py); this is the reference it is tested against, and the one-call form for notebooks and tests."""
     pool = rewards.combine(candidates, scores, weights, selection_cfg.normalize)
-    ctx = selection.SelectionContext(candidates=candidates, prompts=prompts)
-    index, drops = selection.select(
-        pool, selection_cfg.rule, selection_cfg.params, ctx,
-        pool_filters=[(f.name, f.params) for f in selection_cfg.pool_filters],
-        pair_filters=[(f.name, f.params) for f in selection_cfg.pair_filters])
+    index, drops = select_index(pool, candidates, prompts, selection_cfg)
     return materialize_pairs(index, candidates, prompts, selection_cfg.rule), drops
+
+
+def select_index(pool: pd.DataFrame, candidates: pd.DataFrame | None, prompts: pd.DataFrame | None, selection_cfg,
+                 pool_filters=None, pair_filters=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """selection.select over a scored pool: (pair index: ids and scores, drops). pool_filters / pair_filters:
+    (name, params) lists (default: the config's); candidates and prompts are what the filters may look up."""
+    ctx = selection.SelectionContext(candidates=candidates, prompts=prompts)
+    return selection.select(
+        pool, selection_cfg.rule, selection_cfg.params, ctx,
+        pool_filters=filter_list(selection_cfg.pool_filters) if pool_filters is None else pool_filters,
+        pair_filters=filter_list(selection_cfg.pair_filters) if pair_filters is None else pair_filters)
+
+
+def filter_list(filters) -> list[tuple[str, dict]]:
+    return [(f.name, f.params) for f in filters]
 
 
 def materialize_pairs(index: pd.DataFrame, candidates: pd.DataFrame, prompts: pd.DataFrame,

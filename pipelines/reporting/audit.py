@@ -37,38 +37,63 @@ def _share(mask) -> float:
 def pair_audit(pairs: pd.DataFrame, candidates: pd.DataFrame, scores: pd.DataFrame) -> dict:
     """The audit as a JSON-ready dict (see the module docstring). candidates: candidate_id, finish_reason,
     completion_tokens; scores: candidate_id, scorer, score (rows of other scorers are ignored)."""
-    n = len(pairs)
-    if n == 0:
-        return {"pairs": 0}
+    return summarize(audit_columns(pairs, candidates, scores))
+
+
+def audit_columns(pairs: pd.DataFrame, candidates: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """What the audit needs of each pair, a few numbers and flags (no texts): a streamed finalize keeps these per
+    batch and summarizes them once (~40 bytes a pair), the pairs themselves are never all in memory."""
     by_id = candidates.set_index("candidate_id")
     chosen, rejected = pairs["chosen_id"].to_numpy(), pairs["rejected_id"].to_numpy()
-    finish = by_id["finish_reason"]
-    audit: dict = {"pairs": n, "verified": {}}
+    cols: dict = {}
     for name in VERIFIERS:
         rows = scores[(scores["scorer"] == name) & scores["score"].notna()]
         if rows.empty:
             continue
         right = rows.set_index("candidate_id")["score"] >= 1.0
-        c_right = right.reindex(chosen).fillna(False).to_numpy(dtype=bool)
-        r_right = right.reindex(rejected).fillna(False).to_numpy(dtype=bool)
-        audit["verified"][name] = {"chosen_right": _share(c_right), "rejected_right": _share(r_right),
-                                   "both_wrong": _share(~c_right & ~r_right), "both_right": _share(c_right & r_right)}
-    audit["truncated"] = {"chosen": _share(finish.reindex(chosen).to_numpy() == "length"),
-                          "rejected": _share(finish.reindex(rejected).to_numpy() == "length")}
+        cols[f"{name}:chosen"] = right.reindex(chosen).fillna(False).to_numpy(dtype=bool)
+        cols[f"{name}:rejected"] = right.reindex(rejected).fillna(False).to_numpy(dtype=bool)
+    finish = by_id["finish_reason"]
+    cols["truncated_chosen"] = finish.reindex(chosen).to_numpy() == "length"
+    cols["truncated_rejected"] = finish.reindex(rejected).to_numpy() == "length"
     texts_c = pairs["chosen"].map(_last_text).to_numpy()
     texts_r = pairs["rejected"].map(_last_text).to_numpy()
-    audit["identical"] = int(np.sum(texts_c == texts_r))
+    cols["identical"] = texts_c == texts_r
     tokens = by_id["completion_tokens"].astype("float64")
     len_c, len_r = tokens.reindex(chosen).to_numpy(), tokens.reindex(rejected).to_numpy()
     # a concatenated or externally built pair may have no token count: fall back to characters
     missing = np.isnan(len_c) | np.isnan(len_r)
-    len_c = np.where(missing, [len(t) for t in texts_c], len_c)
-    len_r = np.where(missing, [len(t) for t in texts_r], len_r)
+    cols["len_chosen"] = np.where(missing, [len(t) for t in texts_c], len_c)
+    cols["len_rejected"] = np.where(missing, [len(t) for t in texts_r], len_r)
+    cols["len_in_chars"] = missing
+    cols["margin"] = pairs["margin"].to_numpy(dtype="float64")
+    return pd.DataFrame(cols)
+
+
+def summarize(cols: pd.DataFrame) -> dict:
+    """The audit dict of audit_columns' rows (of one frame, or of pieces concatenated: a verifier missing from
+    a piece counts as "not right" there, as it would in one frame)."""
+    n = len(cols)
+    if n == 0:
+        return {"pairs": 0}
+    audit: dict = {"pairs": n, "verified": {}}
+    for name in VERIFIERS:
+        if f"{name}:chosen" not in cols:
+            continue
+        c_right = cols[f"{name}:chosen"].fillna(False).to_numpy(dtype=bool)
+        r_right = cols[f"{name}:rejected"].fillna(False).to_numpy(dtype=bool)
+        audit["verified"][name] = {"chosen_right": _share(c_right), "rejected_right": _share(r_right),
+                                   "both_wrong": _share(~c_right & ~r_right), "both_right": _share(c_right & r_right)}
+    audit["truncated"] = {"chosen": _share(cols["truncated_chosen"].to_numpy(dtype=bool)),
+                          "rejected": _share(cols["truncated_rejected"].to_numpy(dtype=bool))}
+    audit["identical"] = int(cols["identical"].sum())
+    len_c, len_r = cols["len_chosen"].to_numpy(dtype="float64"), cols["len_rejected"].to_numpy(dtype="float64")
     ratio = len_c / np.maximum(len_r, 1.0)
     audit["length"] = {"median_ratio": round(float(np.median(ratio)), 4), "chosen_longer": _share(len_c > len_r),
                        "median_chosen": float(np.median(len_c)), "median_rejected": float(np.median(len_r)),
-                       "unit": "tokens" if not missing.any() else "tokens, characters where a count is missing"}
-    margins = pairs["margin"].to_numpy(dtype="float64")
+                       "unit": "tokens" if not cols["len_in_chars"].any()
+                       else "tokens, characters where a count is missing"}
+    margins = cols["margin"].to_numpy(dtype="float64")
     margins = margins[~np.isnan(margins)]
     audit["margin"] = {f"q{int(q * 100)}": round(float(np.quantile(margins, q)), 6) for q in MARGIN_QUANTILES} \
         if len(margins) else {}

@@ -54,12 +54,29 @@ def _read(run_dir: Path, name: str, columns: list[str], prompt_ids: list[str]) -
     return pq.read_table(path, columns=columns, filters=[("prompt_id", "in", prompt_ids)]).to_pandas()
 
 
+def sample_rows(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """Up to n row numbers of `total`, seeded, in file order."""
+    if total <= n:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+
+
 def sample_pairs(pairs: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     """Up to n pairs, seeded, in file order."""
-    if len(pairs) <= n:
-        return pairs
-    picked = np.sort(np.random.default_rng(seed).permutation(len(pairs))[:n])
-    return pairs.iloc[picked]
+    return pairs.iloc[sample_rows(len(pairs), n, seed)]
+
+
+def _shown_pairs(path: Path, n: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """(sample_pairs of the file, its number of pairs), reading only the row groups that hold the sampled rows (a million-pair run's
+    texts never come into memory at once)."""
+    import pyarrow as pa
+
+    from pipelines.core import io, schema
+    if not path.exists():
+        return pd.DataFrame(), 0
+    reader = io.RowReader(path, schema.PAIRS)
+    rows = [reader.rows(int(i), int(i) + 1) for i in sample_rows(reader.num_rows, n, seed)]
+    return (pa.concat_tables(rows).to_pandas() if rows else pd.DataFrame()), reader.num_rows
 
 
 def pair_viewer_html(run_dir, pool: pd.DataFrame | None = None, n: int = 30, seed: int = 0,
@@ -69,10 +86,11 @@ def pair_viewer_html(run_dir, pool: pd.DataFrame | None = None, n: int = 30, see
     import pyarrow.parquet as pq
     run_dir = Path(run_dir)
     path = run_dir / "pairs.parquet"
-    pairs = pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame()
-    if pairs.empty:
+    if path.exists() and not {"prompt", "chosen", "rejected"} <= set(pq.read_schema(path).names):
+        return "<h2 id='pairs'>Pairs</h2><p>This run's pairs.parquet holds no texts to show.</p>"
+    shown, total = _shown_pairs(path, n, seed)
+    if shown.empty:
         return "<h2 id='pairs'>Pairs</h2><p>This run has no pairs (see the drops above).</p>"
-    shown = sample_pairs(pairs, n, seed)
     ids = sorted(set(shown["prompt_id"]))
     candidates = _read(run_dir, "candidates", ["candidate_id", "prompt_id", "sample_index", "text",
                                                "finish_reason"], ids)
@@ -136,5 +154,5 @@ def pair_viewer_html(run_dir, pool: pd.DataFrame | None = None, n: int = 30, see
             f"<div class='sides'>{side('chosen', row.chosen_id, row.chosen_score, chosen)}"
             f"{side('rejected', row.rejected_id, row.rejected_score, rejected)}</div>"
             f"<h4>Other candidates of this prompt</h4>{others(row) or '<p>none</p>'}</details>")
-    return (f"<h2 id='pairs'>Pairs: {len(shown)} of {len(pairs)}</h2><p>A seeded sample, in file order; open a "
+    return (f"<h2 id='pairs'>Pairs: {len(shown)} of {total}</h2><p>A seeded sample, in file order; open a "
             f"pair to read its prompt, chosen and rejected side by side.</p>{''.join(items)}")

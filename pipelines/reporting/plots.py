@@ -46,20 +46,45 @@ def prompt_label(messages, width: int = 48) -> str:
 
 def sample_prompts(pool: pd.DataFrame, pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
     """Up to n prompt ids with a valid reward, paired prompts first; a seeded sample, stable across reruns."""
-    scored = pd.Index(pool.loc[pool["reward"].notna(), "prompt_id"].unique())
-    paired = scored.intersection(pd.Index(pairs["prompt_id"].unique()))
-    rest = scored.difference(paired)
-    rng = np.random.default_rng(seed)
-    picked = list(rng.permutation(np.asarray(paired.sort_values(), dtype=object)))[:n]
-    picked += list(rng.permutation(np.asarray(rest.sort_values(), dtype=object)))[:n - len(picked)]
-    return picked
+    sample = PromptSample(n, seed)
+    sample.offer(pool.loc[pool["reward"].notna(), "prompt_id"].unique(), pairs["prompt_id"].unique())
+    return sample.picked()
+
+
+class PromptSample:
+    """The prompts the reward figure shows, drawn while a run streams by: the n paired prompts with the smallest
+    hash(seed, prompt_id), then (when fewer are paired) the unpaired scored ones by the same hash. Offered batch by
+    batch it keeps n ids per group, and whatever the batches, the same ids come out."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed = n, seed
+        self._best: dict[bool, list[tuple[str, str]]] = {True: [], False: []}  # paired? -> [(key, prompt_id)]
+
+    def _key(self, prompt_id: str) -> str:
+        import hashlib
+        return hashlib.blake2b(f"{self.seed}:{prompt_id}".encode(), digest_size=8).hexdigest()
+
+    def offer(self, scored_ids, paired_ids) -> None:
+        """Prompts with a valid reward, and those of them (or more) that have a pair."""
+        paired = set(np.asarray(paired_ids, dtype=object).tolist())
+        for pid in set(np.asarray(scored_ids, dtype=object).tolist()):
+            group = self._best[pid in paired]
+            group.append((self._key(pid), pid))
+        for flag, group in self._best.items():
+            self._best[flag] = sorted(set(group))[:self.n]
+
+    def picked(self) -> list[str]:
+        ids = [p for _, p in self._best[True]] + [p for _, p in self._best[False]]
+        return ids[:self.n]
 
 
 def reward_distributions(pool: pd.DataFrame, pairs: pd.DataFrame, prompts: pd.DataFrame, path: Path,
-                         n_prompts: int = 12, ddof: int = 0, seed: int = 0) -> Path | None:
+                         n_prompts: int = 12, ddof: int = 0, seed: int = 0,
+                         prompt_ids: list[str] | None = None) -> Path | None:
     """One row per sampled prompt: every response's reward, mu and mu - 2 sigma of the prompt's valid rewards,
-    and the chosen/rejected responses of its first pair. None when no prompt has a valid reward."""
-    ids = sample_prompts(pool, pairs, n_prompts, seed)
+    and the chosen/rejected responses of its first pair. None when no prompt has a valid reward.
+    prompt_ids: the prompts to show (default: sample_prompts over the pool); the pool needs only their rows."""
+    ids = sample_prompts(pool, pairs, n_prompts, seed) if prompt_ids is None else list(prompt_ids)
     if not ids:
         return None
     plt = _pyplot()
@@ -146,27 +171,54 @@ def ches_histogram(pairs: pd.DataFrame, drops: pd.DataFrame, path: Path) -> Path
     return _save(fig, path)
 
 
-def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: int = 12) -> dict[str, Path]:
-    """Draw every figure that applies into run_dir/plots; {name: path}. `pool` is rewards.combine's output."""
+# the columns the figures read: never the texts, which are most of a large run's bytes
+SCORE_COLUMNS = ["prompt_id", "chosen_score", "rejected_score"]
+CHES_COLUMNS = ["ches", "ln_ches"]
+
+
+def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: int = 12,
+                prompt_ids: list[str] | None = None) -> dict[str, Path]:
+    """Draw every figure that applies into run_dir/plots; {name: path}. `pool` is rewards.combine's output (of at
+    least the `prompt_ids` to show, when given). Reads only the columns and rows the figures use: the margins,
+    the scores of the shown prompts' pairs, the CHES scores and the CHES filter's drop rows when it ran, the
+    messages of the shown prompts (a million pairs cost ~8 bytes each here, not their texts)."""
     run_dir = Path(run_dir)
-    pairs = read_run_table(run_dir, "pairs")
-    drops = read_run_table(run_dir, "drops")
-    prompts = read_run_table(run_dir, "prompts")
+    margins = read_run_table(run_dir, "pairs", ["margin"])
+    if prompt_ids is None:
+        ids = sample_prompts(pool, read_run_table(run_dir, "pairs", ["prompt_id"]), n_prompts)
+    else:
+        ids = list(prompt_ids)
+    where = [("prompt_id", "in", ids)] if ids else None
+    shown = read_run_table(run_dir, "pairs", SCORE_COLUMNS, filters=where)
+    prompts = read_run_table(run_dir, "prompts", ["prompt_id", "messages"], filters=where)
     selection = manifest["config"]["selection"]
     ddof = int(selection.get("params", {}).get("ddof", 0)) if selection["rule"] == "mu_2sigma" else 0
+    ches_ran = any(f["name"] == "ches" for f in selection.get("pair_filters", []))
+    ches = read_run_table(run_dir, "pairs", CHES_COLUMNS) if ches_ran else pd.DataFrame(columns=CHES_COLUMNS)
+    drops = read_run_table(run_dir, "drops", ["reason", "detail"], filters=[("reason", "=", "ches_filtered")]) \
+        if ches_ran else pd.DataFrame(columns=["reason", "detail"])
     plots = run_dir / "plots"
     drawn = {
-        "rewards": reward_distributions(pool, pairs, prompts, plots / "rewards.png", n_prompts, ddof),
-        "margins": margin_histogram(pairs, plots / "margins.png"),
-        "ches": ches_histogram(pairs, drops, plots / "ches.png"),
+        "rewards": reward_distributions(pool, shown, prompts, plots / "rewards.png", n_prompts, ddof,
+                                        prompt_ids=ids),
+        "margins": margin_histogram(margins, plots / "margins.png"),
+        "ches": ches_histogram(ches, drops, plots / "ches.png"),
     }
     return {name: path for name, path in drawn.items() if path is not None}
 
 
-def read_run_table(run_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """A table of a run directory with the file's own schema (older runs may lack columns added since).
-    columns: read only these (candidates' texts are most of a large run's bytes)."""
+def read_run_table(run_dir, name: str, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
+    """A table of a run directory with the file's own schema (older runs may lack columns added since: those
+    come back as nulls). columns: read only these; filters: pyarrow row filters (only matching rows)."""
     import pyarrow.parquet as pq
     path = Path(run_dir) / f"{name}.parquet"
-    df = pq.read_table(path, columns=columns).to_pandas() if path.exists() else schema.empty(schema.TABLES[name])
+    if not path.exists():
+        df = schema.empty(schema.TABLES[name])
+        return df[columns] if columns else df
+    present = pq.read_schema(path).names
+    wanted = [c for c in columns if c in present] if columns else None
+    df = pq.read_table(path, columns=wanted, filters=filters).to_pandas()
+    for c in (columns or []):
+        if c not in df:
+            df[c] = pd.Series([None] * len(df), dtype=schema.empty(schema.TABLES[name])[c].dtype)
     return df[columns] if columns else df

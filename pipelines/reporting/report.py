@@ -72,16 +72,17 @@ def summary_text(manifest: dict) -> str:
 
 # ---- run directory reports: plots/*.png, report.html (self-contained), README.md (dataset card) -------------
 
-def write_reports(run_dir, manifest: dict, pool, n_prompts: int = 12) -> dict:
+def write_reports(run_dir, manifest: dict, pool, n_prompts: int = 12, prompt_ids: list[str] | None = None) -> dict:
     """Figures, report.html and the dataset card README.md into run_dir; {name: path} of everything written.
-    pool: the per-candidate rewards selection saw (prompt_id, candidate_id, sample_index, reward). Called by
-    pipelines.pairs.build.finalize, so the Prefect flow and --no-prefect write the same files."""
+    pool: the per-candidate rewards selection saw (prompt_id, candidate_id, sample_index, reward): the whole
+    pool, or only the rows of `prompt_ids`, the prompts the reward figure shows (what a large run's finalize
+    passes). Called by pipelines.pairs.build.finalize, so the Prefect flow and --no-prefect write the same files."""
     from pathlib import Path
 
     from pipelines.core import io
     from pipelines.reporting.plots import read_run_table, run_figures
     run_dir = Path(run_dir)
-    figures = run_figures(run_dir, manifest, pool, n_prompts)
+    figures = run_figures(run_dir, manifest, pool, n_prompts, prompt_ids)
     models = sorted(read_run_table(run_dir, "pairs", ["model"])["model"].dropna().unique())
     html_path, card_path = run_dir / "report.html", run_dir / "README.md"
     from pipelines.reporting.pair_viewer import pair_viewer_html

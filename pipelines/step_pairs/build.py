@@ -97,7 +97,7 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     pairs_path, drops_path = run.shard(batch, "step", "pairs"), run.shard(batch, "step", "drops")
     trees_path = run.shard(batch, "step", "trees", suffix=".json")
     if pairs_path.exists():
-        log(f"batch {batch.index + 1}/{len(run.batches)}: resumed from cache")
+        log(f"batch {batch.index + 1}/{run.batch_count}: resumed from cache")
         return BatchResult(batch.index, len(batch.prompt_ids), resumed=True)
     t0 = time.perf_counter()
     prompts = run.batch_prompts(batch)
@@ -108,7 +108,7 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     io.write_table(drops, drops_path, schema.DROPS)
     io.write_table(schema.frame(rows, schema.STEP_PAIRS), pairs_path, schema.STEP_PAIRS)  # last: marks "done"
     seconds = time.perf_counter() - t0
-    log(f"batch {batch.index + 1}/{len(run.batches)}: {len(prompts)} prompts, {len(rows)} pairs, "
+    log(f"batch {batch.index + 1}/{run.batch_count}: {len(prompts)} prompts, {len(rows)} pairs, "
         f"{stats.nodes} nodes, {stats.rollouts} rollouts, calls {calls} in {seconds:.1f}s")
     return BatchResult(batch.index, len(prompts), False, calls, {"search": seconds},
                        {"nodes": stats.nodes, "rollouts": stats.rollouts, "tokens": dict(stats.tokens),
