@@ -43,12 +43,17 @@ def prepare(config: BuildConfig) -> Run:
 
     prompts, drops = load_prompts(config.prompts)
     run = run_core.plan_run(config, "pairs", prompts, drops, keys)
+    if config.budget.max_total_tokens is not None:
+        from pipelines.pairs.cost import batch_bounds
+        run.bounds = batch_bounds(run)
     run.timings["load_s"] = time.perf_counter() - t0
     return run
 
 
-def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
-    """Sample and score one batch, reusing finished shards. Safe to run in another process (Ray)."""
+def process_batch(run: Run, batch: Batch, log=print, on_fraction=None) -> BatchResult:
+    """Sample and score one batch, reusing finished shards. Safe to run in another process (Ray).
+    on_fraction(share of the batch's prompts sampled) follows the sampler's live progress."""
+    from pipelines.core.progress import sampling
     from samplers import get_sampler
     from scorers import get_scorer
 
@@ -61,7 +66,8 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
     else:
         t0 = time.perf_counter()
         sampler = get_sampler(run.config.sampler)
-        candidates, drops = stages.sample_stage(prompts, sampler, run.config.sampler)
+        with sampling(f"batch {batch.index + 1}/{len(run.batches)}", len(prompts), log, on_fraction):
+            candidates, drops = stages.sample_stage(prompts, sampler, run.config.sampler)
         io.write_table(drops, drop_path, schema.DROPS)
         io.write_table(candidates, cand_path, schema.CANDIDATES)  # written last: its presence marks "done"
         calls["sample"], seconds["sample"] = 1, time.perf_counter() - t0
@@ -72,16 +78,24 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
         seconds["score"] = time.perf_counter() - t0
     log(f"batch {batch.index + 1}/{len(run.batches)}: {len(prompts)} prompts, {len(candidates)} candidates"
         f" ({'sampled in %.1fs' % seconds['sample'] if calls else 'resumed from cache'})")
-    return BatchResult(batch.index, len(prompts), not calls, calls, seconds)
+    return BatchResult(batch.index, len(prompts), not calls, calls, seconds, tokens=_tokens(candidates))
+
+
+def _tokens(candidates: pd.DataFrame) -> dict[str, int]:
+    """The policy's tokens of a batch: each prompt once, every generated token (also for a resumed batch)."""
+    prompt = candidates.groupby("prompt_id")["prompt_tokens"].first().sum() if len(candidates) else 0
+    return {"prompt": int(prompt), "generated": int(candidates["completion_tokens"].sum())}
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
     """Gather shards, select pairs, write the run directory and its reports; returns the manifest."""
     t0 = time.perf_counter()
     prompts, load_drops = run.prompts(), run.load_drops()
-    candidates = _gather(run, "sample", "candidates", schema.CANDIDATES)
-    sample_drops = _gather(run, "sample", "drops", schema.DROPS)
-    scores = _gather(run, "score", None, schema.SCORES)
+    ran = [run.batches[r.index] for r in results if not r.budget_exhausted]
+    candidates = _gather(run, ran, "sample", "candidates", schema.CANDIDATES)
+    sample_drops = pd.concat([_gather(run, ran, "sample", "drops", schema.DROPS),
+                              run_core.budget_drops(run, results, prompts)], ignore_index=True)
+    scores = _gather(run, ran, "score", None, schema.SCORES)
     selection = run.config.selection
     weights = {s.name: s.weight for s in run.config.scorers}
     pairs, select_drops = stages.select_stage(candidates, scores, prompts, selection, weights)
@@ -123,8 +137,8 @@ def finalize(run: Run, results: list[BatchResult]) -> dict:
     return manifest
 
 
-def _gather(run: Run, family: str, name: str | None, table_schema) -> pd.DataFrame:
-    parts = [io.read_table(run.shard(b, family, name), table_schema) for b in run.batches]
+def _gather(run: Run, batches: list[Batch], family: str, name: str | None, table_schema) -> pd.DataFrame:
+    parts = [io.read_table(run.shard(b, family, name), table_schema) for b in batches]
     return pd.concat(parts, ignore_index=True) if parts else schema.empty(table_schema)
 
 
@@ -135,4 +149,11 @@ def run_local(config: BuildConfig, log=to_stderr) -> dict:
 
 def summary_text(manifest: dict) -> str:
     from pipelines.reporting.report import summary_text as text
-    return text(manifest)
+    budget = run_core.budget_line(manifest)
+    return text(manifest) + (f"\n{budget}" if budget else "")
+
+
+def dry_run(config: BuildConfig) -> str:
+    """What the run would cost (prompts, batches, token bound, judge calls, budget, time); loads no model."""
+    from pipelines.pairs.cost import dry_run as plan
+    return plan(config)
