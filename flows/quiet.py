@@ -8,6 +8,9 @@
   keeps Prefect's one-line records ("Encountered exception during execution: PromptFileError(...)", "Finished
   in state Failed(...)") and drops the traceback; the CLI then prints the error as one line and exits with 2.
   Bugs keep their tracebacks.
+- A flow run that fails at once (a bad prompts file) can race Prefect's heartbeat thread, whose emit then logs
+  "Error emitting event: prefect.flow-run.heartbeat" with a traceback on the way out. Prefect's heartbeat loop
+  itself treats a failed heartbeat as debug noise ("Failed to emit heartbeat", DEBUG); so does the filter.
 
 `install()` is idempotent; the CLI calls it, and so does every flow (a deployment runs without the CLI).
 """
@@ -34,8 +37,14 @@ class NoTracebackForUserErrors(logging.Filter):
         return True
 
 
+class DropHeartbeatEmitErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Error emitting event: prefect.flow-run.heartbeat"
+
+
 _FILTERS = {name: DropMathVerifyTimeoutWarning() for name in MATH_VERIFY_LOGGERS} | \
-    {name: NoTracebackForUserErrors() for name in PREFECT_LOGGERS}
+    {name: NoTracebackForUserErrors() for name in PREFECT_LOGGERS} | \
+    {"prefect.events.utilities": DropHeartbeatEmitErrors()}
 
 
 def install() -> None:

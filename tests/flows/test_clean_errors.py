@@ -131,3 +131,41 @@ def test_under_prefect_user_errors_are_one_line_and_no_traceback(tmp_path):
     errors = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: missing optional dependency 'vllm'")
     assert "Traceback" not in out + err
+
+
+def test_prefect_log_filters_keep_lines_and_drop_user_error_tracebacks():
+    """The filters flows/quiet.py puts on Prefect's loggers, on records shaped like Prefect's: a user error keeps
+    its one line without the traceback, a bug keeps its traceback, a failed heartbeat emit is dropped."""
+    import logging
+
+    from flows import quiet
+    from pipelines.loaders import PromptFileError
+    quiet.install()
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.name, record.getMessage(), record.exc_info is not None))
+    handler = Keep()
+    for name in ("prefect.flow_runs", "prefect.events.utilities"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        for error in (PromptFileError("p.jsonl:2: malformed JSON"), RuntimeError("a bug")):
+            try:
+                raise error
+            except Exception as e:
+                logging.getLogger("prefect.flow_runs").exception("Encountered exception during execution: %r", e)
+        try:
+            raise ValueError("events worker gone")
+        except ValueError:
+            logging.getLogger("prefect.events.utilities").exception("Error emitting event: prefect.flow-run.heartbeat")
+            logging.getLogger("prefect.events.utilities").exception("Error emitting event: prefect.task-run.Failed")
+    finally:
+        for name in ("prefect.flow_runs", "prefect.events.utilities"):
+            logging.getLogger(name).removeHandler(handler)
+    assert seen == [
+        ("prefect.flow_runs", "Encountered exception during execution: PromptFileError('p.jsonl:2: malformed JSON')",
+         False),
+        ("prefect.flow_runs", "Encountered exception during execution: RuntimeError('a bug')", True),
+        ("prefect.events.utilities", "Error emitting event: prefect.task-run.Failed", True),
+    ]
