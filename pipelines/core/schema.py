@@ -92,6 +92,7 @@ REASONS = {
     "empty_prompt": "prompt is empty or not a string",
     "prompt_too_long": "prompt does not fit the model's context with room to generate",
     "sample_error": "the sampler could not sample this prompt (an endpoint kept failing; its error is the detail)",
+    "budget_exhausted": "not sampled: its batch would have passed the run's token budget (budget.max_total_tokens)",
     "score_error": "a scorer could not score this candidate (its error is in scores.parquet)",
     "too_few_valid": "fewer than 2 responses with a valid reward",
     "zero_variance": "all valid responses have the same reward: no preference to learn",

@@ -24,7 +24,8 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise PromptFileError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                    raise PromptFileError(f"{path}:{lineno}: malformed JSON at column {e.colno} "
+                                          f"({e.msg.removesuffix(' at')})") from None
                 if not isinstance(record, dict):
                     raise PromptFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
                 yield lineno, record
@@ -46,7 +47,3 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
     else:
         raise PromptFileError(f"{path}: unknown format {fmt!r}")
 
-
-def detect_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    return {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix, "jsonl")

@@ -4,7 +4,9 @@ Every loader ends here, so the rules hold for all of them (each has a test):
 - a missing prompt field is an error naming the source and row;
 - an empty or non-string prompt, and a prompt that repeats an earlier one, becomes a drop row whose detail
   names the source and row: nothing is skipped silently.
-A prompt field may hold plain text or a message list ([{"role": ..., "content": ...}, ...]).
+A prompt field may hold plain text or a message list ([{"role": ..., "content": ...}, ...]). A conversation that
+ends with assistant turns (UltraFeedback's `messages` or `chosen` column: the question and an answer) is the prompt
+before those turns: the sampler answers it anew.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any, Iterator
 import pandas as pd
 
 from pipelines.core import ids, schema
+from pipelines.core.errors import UserError
 
 
-class PromptFileError(ValueError):
+class PromptFileError(UserError, ValueError):
     """Bad input that makes the whole file unusable (as opposed to one bad row, which becomes a drop)."""
 
 
@@ -30,13 +33,28 @@ def _as_messages(value: Any, system: str | None) -> list[dict] | None:
     if isinstance(value, list) and value and all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in value):
-        if not any(m["content"].strip() for m in value):
-            return None
         messages = [{"role": m["role"], "content": m["content"]} for m in value]
+        while messages and messages[-1]["role"] == "assistant":
+            messages.pop()  # the answer of a chat dataset's conversation: not part of the prompt
+        if not any(m["content"].strip() for m in messages if m["role"] != "system"):
+            return None
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system}] + messages
         return messages
     return None
+
+
+def _unusable(value: Any) -> str:
+    """Why a prompt value is not a prompt, for the drop's detail."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        kind = "empty"
+    elif isinstance(value, list):
+        kind = "a message list with no user content (or not role/content messages)"
+    else:
+        kind = type(value).__name__
+    return f"prompt is {kind} ({str(value)[:60]!r})"
 
 
 def split_of(messages: list[dict], eval_fraction: float) -> str:
@@ -64,10 +82,8 @@ def records_to_prompts(records: Iterator[tuple[int, dict]], source: str, prompt_
             continue  # the other split's prompt: not part of this run's input at all
         n += 1
         if messages is None:
-            value = record[prompt_field]
             drops.add(ids.stable_hash("bad-row", source, lineno), "load", "empty_prompt",
-                      f"{where}: prompt is {'empty' if value in ('', None) else type(value).__name__}"
-                      f" ({str(value)[:60]!r})")
+                      f"{where}: {_unusable(record[prompt_field])}")
             continue
         pid = ids.prompt_id(messages)
         if pid in first_seen:

@@ -37,6 +37,9 @@ def prepare(config: BuildConfig) -> Run:
     t0 = time.perf_counter()
     prompts, drops = load_prompts(config.prompts)
     run = run_core.plan_run(config, "pairs", prompts, drops, batch_keys(config))
+    if config.budget.max_total_tokens is not None:
+        from pipelines.pairs.cost import batch_bounds
+        run.bounds = batch_bounds(run)
     run.timings["load_s"] = time.perf_counter() - t0
     return run
 
@@ -53,8 +56,10 @@ def batch_keys(config: BuildConfig):
     return keys
 
 
-def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
-    """Sample and score one batch, reusing finished shards. Safe to run in another process (Ray)."""
+def process_batch(run: Run, batch: Batch, log=print, on_fraction=None) -> BatchResult:
+    """Sample and score one batch, reusing finished shards. Safe to run in another process (Ray).
+    on_fraction(share of the batch's prompts sampled) follows the sampler's live progress."""
+    from pipelines.core.progress import sampling
     from samplers import get_sampler
     from scorers import get_scorer
 
@@ -71,7 +76,8 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
         sampler = get_sampler(run.config.sampler)
         if hasattr(sampler, "cache_requests_in"):  # per-request cache of the HTTP samplers
             sampler.cache_requests_in(run.cache_dir / "requests")
-        candidates, drops = stages.sample_stage(prompts, sampler, run.config.sampler)
+        with sampling(f"batch {batch.index + 1}/{run.batch_count}", len(prompts), log, on_fraction):
+            candidates, drops = stages.sample_stage(prompts, sampler, run.config.sampler)
         io.write_table(drops, drop_path, schema.DROPS)
         io.write_table(candidates, cand_path, schema.CANDIDATES)  # written last: its presence marks "done"
         calls["sample"], seconds["sample"] = 1, time.perf_counter() - t0
@@ -82,7 +88,13 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
         seconds["score"] = time.perf_counter() - t0
     log(f"batch {batch.index + 1}/{run.batch_count}: {len(prompts)} prompts, {len(candidates)} candidates"
         f" ({'sampled in %.1fs' % seconds['sample'] if calls else 'resumed from cache'})")
-    return BatchResult(batch.index, len(prompts), not calls, calls, seconds)
+    return BatchResult(batch.index, len(prompts), not calls, calls, seconds, tokens=_tokens(candidates))
+
+
+def _tokens(candidates: pd.DataFrame) -> dict[str, int]:
+    """The policy's tokens of a batch: each prompt once, every generated token (also for a resumed batch)."""
+    prompt = candidates.groupby("prompt_id")["prompt_tokens"].first().sum() if len(candidates) else 0
+    return {"prompt": int(prompt), "generated": int(candidates["completion_tokens"].sum())}
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
@@ -114,7 +126,7 @@ def write_tables(run: Run, results: list[BatchResult]):
 
     t0 = time.perf_counter()
     weights = {s.name: s.weight for s in run.config.scorers}
-    tally = finalize_tables(run, weights)
+    tally = finalize_tables(run, weights, results)
     run.timings["select_s"] = tally.select_s
     run.timings["write_s"] = time.perf_counter() - t0 - tally.select_s  # reading shards, materializing, writing
     run.timings["sample_s"] = sum(r.seconds.get("sample", 0.0) for r in results)
@@ -169,4 +181,11 @@ def run_local(config: BuildConfig, log=to_stderr) -> dict:
 
 def summary_text(manifest: dict) -> str:
     from pipelines.reporting.report import summary_text as text
-    return text(manifest)
+    budget = run_core.budget_line(manifest)
+    return text(manifest) + (f"\n{budget}" if budget else "")
+
+
+def dry_run(config: BuildConfig) -> str:
+    """What the run would cost (prompts, batches, token bound, judge calls, budget, time); loads no model."""
+    from pipelines.pairs.cost import dry_run as plan
+    return plan(config)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.core.config import (
+    BudgetConfig,
     CacheConfig,
     ExecutorConfig,
     FileConfig,
@@ -62,11 +63,18 @@ class SelectionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_filters(self):
-        from pipelines.pairs.selection import PAIR_FILTERS, POOL_FILTERS
+        from pipelines.pairs.selection import PAIR_FILTERS, POOL_FILTERS, one_pair_per_prompt
         for f in self.pool_filters:
             check_known(POOL_FILTERS, f.name, "pool filter")
         for f in self.pair_filters:
             check_known(PAIR_FILTERS, f.name, "pair filter")
+            # a filter that would silently do nothing is refused: per-prompt tiers of one pair are all tier 0
+            if f.name == "curry_tiers" and f.params.get("scope", "prompt") == "prompt" and \
+                    one_pair_per_prompt(self.rule, self.params):
+                raise ValueError(f"pair filter curry_tiers with scope: prompt ranks the pairs of each prompt, but "
+                                 f"rule {self.rule} makes one pair per prompt, so every pair would be tier 0; use "
+                                 f"params: {{scope: global}} (tiers over all pairs of the run) or a rule with "
+                                 f"several pairs per prompt (all_ranked, best_of_set)")
         return self
 
 
@@ -88,6 +96,9 @@ class BuildConfig(FileConfig):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where batch tasks run: local, or ray (a Ray cluster)")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="the shard cache after the run")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig,
+                                 description="max_total_tokens stops sampling at a batch boundary; "
+                                             "tokens_per_second for the dry run's estimate")
 
     @field_validator("scorers")
     @classmethod

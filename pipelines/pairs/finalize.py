@@ -27,6 +27,7 @@ path in selection's order over the whole run; with one batch the two orders are 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -179,12 +180,22 @@ class BatchTables:
     scored: pa.Array | None = None  # prompts with a valid reward
 
 
-def finalize_tables(run, weights: dict[str, float]) -> Tally:
-    """Write candidates, scores, pairs and drops.parquet of the run from its shards; returns the tally."""
+def finalize_tables(run, weights: dict[str, float], results: list | None = None) -> Tally:
+    """Write candidates, scores, pairs and drops.parquet of the run from its shards; returns the tally.
+
+    results: the batches' BatchResults; a batch the token budget stopped has no shards, its prompts get
+    `budget_exhausted` drop rows. The budget stops a run at a batch boundary, so the batches that ran are the
+    first ones and keep their indices."""
+    exhausted = [r for r in results or [] if r.budget_exhausted]
+    budget_drops = None
+    if exhausted:
+        stopped = [run.batches[r.index] for r in exhausted]
+        budget_drops = run_core.budget_drops(run, results, pd.concat([run.batch_prompts(b) for b in stopped]))
+        run = dataclasses.replace(run, batches=run.batches[:min(r.index for r in exhausted)])
     tally = Tally()
     out = Outputs(run.run_dir, tally)
     try:
-        _finalize(run, weights, out)
+        _finalize(run, weights, out, budget_drops)
         out.close()
     except BaseException:
         out.abort()
@@ -192,7 +203,7 @@ def finalize_tables(run, weights: dict[str, float]) -> Tally:
     return tally
 
 
-def _finalize(run, weights: dict[str, float], out: Outputs) -> None:
+def _finalize(run, weights: dict[str, float], out: Outputs, budget_drops: pd.DataFrame | None = None) -> None:
     cfg = run.config.selection
     plan = plan_selection(cfg)
     tally = out.tally
@@ -200,6 +211,8 @@ def _finalize(run, weights: dict[str, float], out: Outputs) -> None:
         tally.accounted_ids = []
     prompts = io.RowReader(run.run_dir / "prompts.parquet", schema.PROMPTS)
     out.drops(run.load_drops(), load=True)
+    if budget_drops is not None:
+        out.drops(budget_drops)
     steps = plan.batch_pool_filters + plan.batch_pair_filters
     texts_now = plan.mode == "stream" or any(needs_texts(n, p or {}) for n, p in steps)
     tail_pool = plan.mode == "tail" and any(needs_valid_pool(n, p or {}) for n, p in plan.tail)

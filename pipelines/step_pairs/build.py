@@ -18,7 +18,7 @@ import time
 
 import pandas as pd
 
-from pipelines.core import io, schema
+from pipelines.core import cost, io, schema
 from pipelines.core import run as run_core
 from pipelines.core.ids import prompt_seed, stable_hash
 from pipelines.core.progress import to_stderr
@@ -41,8 +41,32 @@ def prepare(config: StepPairsConfig) -> Run:
 
     prompts, drops = load_prompts(config.prompts)
     run = run_core.plan_run(config, "step_pairs", prompts, drops, keys, run_prefix="step-")
+    if config.budget.max_total_tokens is not None:
+        count, _ = cost.prompt_counter(config.sampler)
+        run.bounds = cost.batch_bounds(run.batches, cost.prompt_tokens(run.prompts(), count),
+                                       sum(config.token_bound().values()))
     run.timings["load_s"] = time.perf_counter() - t0
     return run
+
+
+def dry_run(config: StepPairsConfig) -> str:
+    """What the run would cost: prompts, batches, the cost formula's token bound, budget, time; loads no model."""
+    from pipelines.loaders import load_prompts
+    prompts, drops = load_prompts(config.prompts)
+    batches = run_core.plan_batches(prompts["prompt_id"].tolist(), config.batch_size)
+    count, counted = cost.prompt_counter(config.sampler)
+    per_prompt, bound = cost.prompt_tokens(prompts, count), config.token_bound()
+    generated = sum(bound.values())
+    plan = cost.CostPlan(
+        source=str(prompts["source"].iloc[0]) if len(prompts) else config.prompts.path, prompts=len(prompts),
+        load_drops=len(drops), batch_sizes=[len(b.prompt_ids) for b in batches],
+        sampler=f"{config.sampler.name} {config.sampler.model}, modes {config.modes}",
+        generated_formula=f"{len(prompts)} prompts x {generated:,} per prompt: "
+                          + ", ".join(f"{k} {v:,}" for k, v in bound.items() if v),
+        prompt_tokens=sum(per_prompt.values()), generated_bound=len(prompts) * generated, counted=counted,
+        bounds=cost.batch_bounds(batches, per_prompt, generated), max_total_tokens=config.budget.max_total_tokens,
+        rate=cost.rate_of(config))
+    return plan.text()
 
 
 def build_batch(prompts: pd.DataFrame, sampler, outcome, config: StepPairsConfig):
@@ -90,20 +114,29 @@ def build_batch(prompts: pd.DataFrame, sampler, outcome, config: StepPairsConfig
     return rows, drops.frame(), trees, dict(stats.engine_calls), stats
 
 
-def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
+def process_batch(run: Run, batch: Batch, log=print, on_fraction=None) -> BatchResult:
+    """One batch's trees, reusing a finished shard. on_fraction is not used: a step search samples nodes, so its
+    live progress shows tokens and their rate, not prompts."""
+    from pipelines.core.progress import sampling
     from pipelines.step_pairs.outcome import MathOutcome
     from samplers import get_sampler
 
     pairs_path, drops_path = run.shard(batch, "step", "pairs"), run.shard(batch, "step", "drops")
     trees_path = run.shard(batch, "step", "trees", suffix=".json")
+    tokens_path = run.shard(batch, "step", "tokens", suffix=".json")
     if pairs_path.exists():
         log(f"batch {batch.index + 1}/{run.batch_count}: resumed from cache")
-        return BatchResult(batch.index, len(batch.prompt_ids), resumed=True)
+        tokens = json.loads(tokens_path.read_text()) if tokens_path.exists() else {}
+        return BatchResult(batch.index, len(batch.prompt_ids), resumed=True, tokens=tokens)
     t0 = time.perf_counter()
     prompts = run.batch_prompts(batch)
     sampler = get_sampler(run.config.sampler)
     outcome = MathOutcome()
-    rows, drops, trees, calls, stats = build_batch(prompts, sampler, outcome, run.config)
+    with sampling(f"batch {batch.index + 1}/{run.batch_count}", None, log):
+        rows, drops, trees, calls, stats = build_batch(prompts, sampler, outcome, run.config)
+    tokens = {"prompt": sum(sampler.prompt_tokens(list(m)) for m in prompts["messages"]),
+              "generated": int(sum(stats.tokens.values()))}
+    io.write_json(tokens, tokens_path)
     io.write_json([t.to_json() for t in trees], trees_path)
     io.write_table(drops, drops_path, schema.DROPS)
     io.write_table(schema.frame(rows, schema.STEP_PAIRS), pairs_path, schema.STEP_PAIRS)  # last: marks "done"
@@ -112,13 +145,13 @@ def process_batch(run: Run, batch: Batch, log=print) -> BatchResult:
         f"{stats.nodes} nodes, {stats.rollouts} rollouts, calls {calls} in {seconds:.1f}s")
     return BatchResult(batch.index, len(prompts), False, calls, {"search": seconds},
                        {"nodes": stats.nodes, "rollouts": stats.rollouts, "tokens": dict(stats.tokens),
-                        "outcome_timeouts": outcome.timeouts})
+                        "outcome_timeouts": outcome.timeouts}, tokens)
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:
     prompts, load_drops = run.prompts(), run.load_drops()
-    pairs, drops, trees = [], [load_drops], []
-    for b in run.batches:
+    pairs, drops, trees = [], [load_drops, run_core.budget_drops(run, results, prompts)], []
+    for b in (run.batches[r.index] for r in results if not r.budget_exhausted):
         pairs.append(io.read_table(run.shard(b, "step", "pairs"), schema.STEP_PAIRS))
         drops.append(io.read_table(run.shard(b, "step", "drops"), schema.DROPS))
         trees += json.loads(run.shard(b, "step", "trees", suffix=".json").read_text())
@@ -160,7 +193,8 @@ def summary_text(manifest: dict) -> str:
              f"{manifest['engine_calls']}; {manifest['wall_seconds']} s",
              f"sampled tokens: {manifest['tokens']['sampled']['total']} (bound {manifest['tokens']['bound']['total']})"]
     lines += [f"  dropped [{d['stage']}/{d['reason']}]: {d['n']}" for d in c["drops_by_reason"]]
-    return "\n".join(lines)
+    budget = run_core.budget_line(manifest)
+    return "\n".join(lines + ([budget] if budget else []))
 
 
 def run_local(config: StepPairsConfig, log=to_stderr) -> dict:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.core.config import ExecutorConfig, FileConfig, PromptsConfig, SamplerConfig, StrictModel
+from pipelines.core.config import BudgetConfig, ExecutorConfig, FileConfig, PromptsConfig, SamplerConfig, StrictModel
 
 
 class MCTSConfig(StrictModel):
@@ -62,6 +62,9 @@ class StepPairsConfig(FileConfig):
     batch_size: int = Field(8, ge=1, description="prompts per checkpointed batch (trees searched together)")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where batch tasks run: local, or ray (a Ray cluster)")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig,
+                                 description="max_total_tokens stops the search at a batch boundary; "
+                                             "tokens_per_second for the dry run's estimate")
 
     def token_bound(self) -> dict[str, int]:
         """Most tokens one prompt can sample, by engine-call kind (every step/rollout/solution at its cap).

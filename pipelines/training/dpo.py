@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core import io
 from pipelines.core.devices import device_and_dtype
+from pipelines.core.errors import UserError
 from pipelines.core.models import resolve_model
 from pipelines.core.versions import package_versions
 from pipelines.training.config import TrainConfig
@@ -51,7 +52,7 @@ LOGGED_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen"
                "logps/chosen", "logps/rejected", "learning_rate", "grad_norm")
 
 
-class PairsFileError(ValueError):
+class PairsFileError(UserError, ValueError):
     """A pairs file that cannot be trained on: missing, unreadable, wrong columns, empty."""
 
 
@@ -98,6 +99,21 @@ def check_pairs_files(paths: list[str]) -> dict:
         if "weight" in extra:
             weighted += sum(1 for w in table["weight"].to_pylist() if w is not None and w != 1.0)
     return {"rows": rows, "tiers": dict(sorted(tiers.items())), "weighted": weighted}
+
+
+def curriculum_note(cfg: TrainConfig, info: dict, has_tier_column: bool) -> str | None:
+    """What a curriculum that cannot order anything says (training then is plain DPO over all pairs)."""
+    if not cfg.curriculum:
+        return None
+    if not has_tier_column:
+        return (f"curriculum: true, but {cfg.pairs} has no `tier` column: training all pairs as one tier (tiers come "
+                f"from the curry_tiers or rank_gap pair filters of build_pairs)")
+    if len(info["tiers"]) == 1:
+        (tier, rows), = info["tiers"].items()
+        return (f"curriculum: true, but every pair is in tier {tier} ({rows} pairs): training them as one tier; "
+                f"for tiers, build with the curry_tiers pair filter (scope: global when the rule makes one pair "
+                f"per prompt) or rank_gap")
+    return None
 
 
 def load_pairs(paths: list[str]):
@@ -195,6 +211,9 @@ def run(cfg: TrainConfig, log=print) -> dict:
     initial = resolve_model(cfg.model)
     dataset = load_pairs(cfg.pairs)
     tiers = list(info["tiers"]) if cfg.curriculum and "tier" in dataset.column_names else [None]
+    note = curriculum_note(cfg, info, "tier" in dataset.column_names)
+    if note:
+        log(note)
     results, start = [], initial
     for i, tier in enumerate(tiers):
         part = dataset if tier is None else dataset.filter(lambda t, want=tier: t == want, input_columns="tier")
@@ -209,7 +228,7 @@ def run(cfg: TrainConfig, log=print) -> dict:
         "output_dir": str(out), "model": str(out / "model"), "initial_model": initial,
         "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "wall_seconds": round(time.time() - started, 2),
-        "pairs": info["rows"], "tiers": results, "reference": cfg.reference,
+        "pairs": info["rows"], "tiers": results, "reference": cfg.reference, "curriculum_note": note,
         "weights": {"used": False, "pairs_with_weight_not_1": info["weighted"],
                     "why": "TRL's DPOTrainer has no per-example weights (huggingface/trl#5613)"},
         "config": cfg.model_dump(), "versions": package_versions(TRAINING_PACKAGES),
@@ -225,6 +244,8 @@ def summary_text(metrics: dict) -> str:
         lines.append(f"  tier {t['tier']}: {t['pairs']} pairs, {t['steps']} steps, train_loss {t['train_loss']}, "
                      f"last rewards/accuracies {last.get('rewards/accuracies')}, "
                      f"rewards/margins {last.get('rewards/margins')}")
+    if metrics.get("curriculum_note"):
+        lines.append(metrics["curriculum_note"])
     return "\n".join(lines)
 
 

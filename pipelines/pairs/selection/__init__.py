@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 
 import pandas as pd
@@ -50,6 +51,18 @@ PAIR_FILTERS: dict[str, str] = {
     "dual_margin": "pipelines.pairs.selection.dual_margin:dual_margin",
     "diverse_subset": "pipelines.pairs.selection.diversity:diverse_subset",
 }
+
+
+# rules that make at most one pair per prompt whatever their parameters (others do with max_pairs_per_prompt: 1)
+ONE_PAIR_RULES = {"max_min", "mu_2sigma", "max_random", "dstc", "sweet_spot_min5"}
+
+
+def one_pair_per_prompt(rule: str, params: dict | None = None) -> bool:
+    """Whether `rule` with `params` makes at most one pair per prompt (then per-prompt orderings do nothing)."""
+    if rule in ONE_PAIR_RULES:
+        return True
+    cap = inspect.signature(get_rule(rule)).parameters.get("max_pairs_per_prompt")
+    return (params or {}).get("max_pairs_per_prompt", None if cap is None else cap.default) == 1
 
 
 @dataclass
