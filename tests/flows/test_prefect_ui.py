@@ -192,10 +192,13 @@ def test_deploy_config_files_and_flags(tmp_path):
     """No server: default parameters from a config file, every FLOWS entry importable, bad flags rejected."""
     from flows import deploy
     from pipelines.core.registry import load_object
+    from pipelines.pairs.config import BuildConfig
     cfg = tmp_path / "small.yaml"
     cfg.write_text("prompts: {limit: 3}\nsampler: {k: 6}\n")
     params = deploy.default_parameters(deploy.FLOWS["build-pairs"], str(cfg))["config"]
-    assert params["prompts"]["limit"] == 3 and params["sampler"]["k"] == 6 and params["batch_size"] == 16
+    expected = BuildConfig.model_validate({"prompts": {"limit": 3}, "sampler": {"k": 6}})
+    assert params["prompts"]["limit"] == 3 and params["sampler"]["k"] == 6
+    assert params["batch_size"] == expected.batch_size  # the default from the sampled-token budget per batch
     assert set(deploy.FLOWS) == {"build-pairs", "build-step-pairs", "train-dpo", "evaluate", "iterate"}
     # prefect.yaml (for `prefect deploy` with a work pool) describes the same five deployments
     spec = yaml.safe_load(open(ROOT / "prefect.yaml"))
