@@ -2,9 +2,9 @@
 
 Pieces (each resumable: a finished piece leaves a marker file and a rerun skips it):
 
-    heavy python benchmarks/efficacy.py --piece sample                 # sample + score the pool, once (~35 min)
+    heavy python benchmarks/efficacy.py --piece sample                 # sample + score the pool, once (~30 min)
     heavy python benchmarks/efficacy.py --arm base                     # evaluate the untrained model (~4 min)
-    heavy python benchmarks/efficacy.py --arm verified --seed 0        # pairs -> train -> evaluate (~25 min)
+    heavy python benchmarks/efficacy.py --arm verified --seed 0        # pairs -> train -> evaluate (~15 min)
     heavy python benchmarks/efficacy.py --all [--commit]               # every missing piece, then the report
     python benchmarks/efficacy.py --report                             # results/efficacy.json + the table
 
@@ -73,7 +73,9 @@ CONFIG = {
     "model": EMBEDDED_MODEL,
     "prompts": {
         "path": "data/math_prompts.jsonl", "system_prompt": SYSTEM_PROMPT, "eval_fraction": 0.2,
-        "train_prompts": 800,    # the first 800 prompts of the train split are sampled (the file's mix)
+        # the first 640 prompts of the train split are sampled (the file's mix; the issue asks for >= 600). Lowered
+        # from 800 before the run: sampling is ~3 s a prompt here, and the training below visits ~240 pairs anyway
+        "train_prompts": 640,
         "eval_prompts": None,    # None: every prompt of the eval split
     },
     # the calibration's settings (data/README.md): answers of ~33 tokens, 8% reach the cap
@@ -95,9 +97,15 @@ CONFIG = {
     # the pilot in issue 12 (verified pairs, LoRA r=16, lr 1e-4, batch 8, sigmoid + sft 1:1) moved accuracy
     "losses": {"dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]},
                "sft": {"loss_type": ["sft"], "loss_weights": None}},
-    "training": {"max_steps": 100, "batch_size": 8, "learning_rate": 1e-4, "beta": 0.1, "max_length": 256,
+    # Sized by the smoke run's measurement (2026-12-02, 2 cores, load ~1.6): a LoRA DPO step at batch 8 takes
+    # 10-16 s, and the reference forward ~1 s a pair. 100 steps (the first plan) would be ~35 min per arm-seed; the
+    # budget is ~10 min, so 30 steps x 8 pairs (~240 pairs visited, under one epoch for every arm). Precomputing
+    # the reference log-probs would cost ~1 s for every pair of the arm, visited or not (~900 for verified), so
+    # the reference (the adapter disabled) runs per step instead. lr 2e-4 instead of the pilot's 1e-4: a
+    # third of the pilot's ~75 steps (the usual LoRA rate; chosen before the run, never tuned on the eval split).
+    "training": {"max_steps": 30, "batch_size": 8, "learning_rate": 2e-4, "beta": 0.1, "max_length": 256,
                  "lora": {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-                 "trl_args": {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 32}},
+                 "trl_args": {"precompute_ref_log_probs": False}},
     "seeds": [0, 1],             # training seed (LoRA init, data order; random's pair draw)
     "evaluation": {"temperature": 0.0, "max_new_tokens": 96},
     "analysis": {
