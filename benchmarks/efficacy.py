@@ -501,6 +501,41 @@ def arm_runs(cfg: dict, paths: Paths, arm: str) -> list[dict]:
     return runs
 
 
+def pool_summary(cfg: dict, paths: Paths) -> dict:
+    """The pool's calibration on the experiment's own train prompts: per prompt, how many of its k samples
+    math-verify accepts; in band = 15-70% right (the calibration's target), mixed = some right and some wrong."""
+    prompts, candidates, scores = read_pool(paths)
+    right = scores[scores["scorer"] == "math_verify"].set_index("candidate_id")["score"] >= 1.0
+    per_prompt = candidates.assign(right=candidates["candidate_id"].map(right).fillna(False).astype(bool)) \
+        .groupby("prompt_id")["right"].agg(["sum", "count"])
+    share = per_prompt["sum"] / per_prompt["count"]
+    family = prompts.set_index("prompt_id")["meta"].map(lambda m: json.loads(m).get("family"))
+    frame = pd.DataFrame({"share": share, "family": family.loc[share.index]})
+    in_band = frame["share"].between(0.15, 0.70)
+    mixed = (frame["share"] > 0) & (frame["share"] < 1)
+    return {"prompts": len(frame), "sampled_accuracy": round(float(right.mean()), 4),
+            "in_band_share": round(float(in_band.mean()), 4), "mixed_share": round(float(mixed.mean()), 4),
+            "all_wrong_share": round(float((frame["share"] == 0).mean()), 4),
+            "all_right_share": round(float((frame["share"] == 1).mean()), 4),
+            "right_of_k_histogram": {int(n): int(c) for n, c in per_prompt["sum"].value_counts().sort_index().items()},
+            "by_family": {f: {"prompts": len(g), "sampled_accuracy": round(float(g["share"].mean()), 3),
+                              "in_band_share": round(float(g["share"].between(0.15, 0.70).mean()), 3)}
+                          for f, g in frame.groupby("family")}}
+
+
+def arm_pairs(cfg: dict, paths: Paths) -> dict:
+    """Every trained arm's pairs as built from the pool (also for arms not trained yet): counts and audit."""
+    out = {}
+    for arm in cfg["arms"]:
+        if arm == "base":
+            continue
+        seeds = cfg["seeds"] if cfg["arms"][arm]["pairs"] == "random" else [None]
+        for seed in seeds:
+            name = arm if seed is None else f"{arm}-s{seed}"
+            out[name] = make_pairs(cfg, arm, seed if seed is not None else cfg["seeds"][0], paths)[1]
+    return out
+
+
 def report(cfg: dict, paths: Paths, out: Path | None) -> dict:
     arms = {}
     for arm in cfg["arms"]:
@@ -509,6 +544,8 @@ def report(cfg: dict, paths: Paths, out: Path | None) -> dict:
         arms[arm] = {"runs": runs, "mean_accuracy": round(sum(done) / len(done), 4) if done else None}
     pool = json.loads(paths.pool_done.read_text()) if paths.pool_done.exists() else None
     result = {"generated": now(), "config": cfg, "pool": pool, "arms": arms,
+              "pool_summary": pool_summary(cfg, paths) if pool else None,
+              "arm_pairs": arm_pairs(cfg, paths) if pool else None,
               "comparisons": [compare(cfg, paths, a, b) for a, b in comparisons(cfg)],
               "pair_overlap": pair_overlap(cfg, paths, "mu_2sigma", "max_min") if pool else None,
               "machine": machine(), "load_average_now": load_average()}
@@ -527,26 +564,48 @@ def table(result: dict) -> str:
         return (f"{c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] {c['a_only']}/{c['b_only']} "
                 f"p={p_text}")
 
-    lines = ["| arm | seed | pairs | accuracy [95% CI] | train loss | reward acc (last 1/5) | s/step |",
-             "|---|---|---|---|---|---|---|"]
+    lines = []
+    if result.get("pool_summary"):
+        ps, pool = result["pool_summary"], result["pool"]
+        lines += [f"Pool: {ps['prompts']} train prompts x k={result['config']['sampling']['k']}, sampled accuracy "
+                  f"{ps['sampled_accuracy']:.3f}; {ps['in_band_share']:.1%} of prompts in the 15-70% band, "
+                  f"{ps['mixed_share']:.1%} mixed (some right, some wrong), {ps['all_wrong_share']:.1%} all wrong, "
+                  f"{ps['all_right_share']:.1%} all right; {pool['counts']['truncated']} of "
+                  f"{pool['counts']['candidates']} responses at the token cap; sampling {pool['wall_s']:.0f} s "
+                  f"(load average {pool['load_average_start']} at the start).", ""]
+    if result.get("arm_pairs"):
+        lines += ["| pairs of | pairs | prompts | chosen correct | rejected correct | chosen / rejected at cap | "
+                  "identical texts | mean tokens chosen / rejected | mean margin |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, st in result["arm_pairs"].items():
+            lines.append(f"| {name} | {st['pairs']} | {st['prompts']} | {st['chosen_correct']:.3f} | "
+                         f"{st['rejected_correct']:.3f} | {st['chosen_truncated']:.3f} / {st['rejected_truncated']:.3f}"
+                         f" | {st['identical_text']} | {st['chosen_tokens_mean']} / {st['rejected_tokens_mean']} | "
+                         f"{st['mean_margin']} |")
+        lines.append("")
+    lines += ["| arm | seed | pairs | accuracy [95% CI] | train loss | reward acc (last 1/5) | s/step | "
+              "train s | eval s |", "|---|---|---|---|---|---|---|---|---|"]
     for arm, a in result["arms"].items():
         for r in a["runs"]:
             seed = "-" if r["seed"] is None else r["seed"]
             if r["status"] != "done":
-                lines.append(f"| {arm} | {seed} | not run | | | | |")
+                lines.append(f"| {arm} | {seed} | not run yet | | | | | | |")
                 continue
             t = r.get("train")
             lines.append(f"| {arm} | {seed} | {r['pairs']['pairs'] if t else '-'} | {r['accuracy']:.3f} "
                          f"({r['correct']}/{r['n']}) [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                          f"{round(t['train_loss'], 4) if t else '-'} | "
                          f"{t['last_fifth'].get('rewards/accuracies') if t else '-'} | "
-                         f"{t['seconds_per_step'] if t else '-'} |")
+                         f"{t['seconds_per_step'] if t else '-'} | {round(t['wall_seconds']) if t else '-'} | "
+                         f"{round(r['eval']['wall_s'])} |")
     if result["pair_overlap"]:
         o = result["pair_overlap"]
         lines += ["", f"{o['arm']}: {o['identical']} of its {o['pairs']} pairs are {o['other']}'s pair "
                       f"for the same prompt"]
     lines += ["", "| comparison | seed | difference [95% CI] gained/lost McNemar p |", "|---|---|---|"]
     for c in result["comparisons"]:
+        if not c["per_seed"]:
+            lines.append(f"| {c['arm']} vs {c['against']} | - | not run yet |")
         for seed, one in c["per_seed"].items():
             lines.append(f"| {c['arm']} vs {c['against']} | {seed} | {cmp(one)} |")
         if c["pooled"] is not None and len(c["per_seed"]) > 1:
