@@ -613,6 +613,19 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+MARKERS = ("<!-- efficacy-table -->", "<!-- /efficacy-table -->")
+
+
+def write_results_md(text: str, path: Path) -> None:
+    """Replace what stands between the two markers in RESULTS.md with the table (the prose around it stays)."""
+    doc = path.read_text()
+    if not all(m in doc for m in MARKERS):
+        raise SystemExit(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} markers for the efficacy table")
+    head, rest = doc.split(MARKERS[0], 1)
+    _, tail = rest.split(MARKERS[1], 1)
+    path.write_text(f"{head}{MARKERS[0]}\n{text}\n{MARKERS[1]}{tail}")
+
+
 # ---- driving -------------------------------------------------------------------------------------------------
 def pieces(cfg: dict) -> list[tuple[str, int | None]]:
     out = [("base", None)]
@@ -637,6 +650,8 @@ def main(argv=None) -> int:
     what.add_argument("--all", action="store_true",
                       help="every missing piece in order (one process each), then the report")
     what.add_argument("--report", action="store_true", help="statistics and table from the files present")
+    p.add_argument("--results-md", action="store_true",
+                   help="with --report: put the table into benchmarks/RESULTS.md between its efficacy-table markers")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--smoke", action="store_true", help="tiny configuration into benchmarks/out/efficacy-smoke/")
     p.add_argument("--commit", action="store_true", help="git-commit the results folder after each finished piece")
@@ -647,7 +662,9 @@ def main(argv=None) -> int:
     paths = Paths(SMOKE_DIR / "results", SMOKE_DIR / "work") if args.smoke else Paths(RESULTS, WORK)
     report_file = paths.results.parent / "efficacy.json" if not args.smoke else SMOKE_DIR / "efficacy.json"
     if args.report:
-        report(cfg, paths, report_file)
+        result = report(cfg, paths, report_file)
+        if args.results_md:
+            write_results_md(table(result), ROOT / "benchmarks" / "RESULTS.md")
         return 0
     if args.piece == "sample":
         sample_pool(cfg, paths)

@@ -63,3 +63,41 @@ def test_random_pairs_are_two_different_texts_and_seeded(eff):
     assert pairs.equals(eff.random_pairs(pool.sample(frac=1, random_state=1), candidates, seed=0))
     draws = {tuple(eff.random_pairs(pool, candidates, seed=s)["chosen_id"]) for s in range(8)}
     assert len(draws) > 1  # the seed changes the draw
+
+
+def test_results_md_table_goes_between_the_markers_and_the_prose_stays(eff, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"# R\nbefore\n{eff.MARKERS[0]}\nold table\n{eff.MARKERS[1]}\nafter\n")
+    eff.write_results_md("| new |", doc)
+    eff.write_results_md("| newer |", doc)  # idempotent: one table, replaced
+    assert doc.read_text() == f"# R\nbefore\n{eff.MARKERS[0]}\n| newer |\n{eff.MARKERS[1]}\nafter\n"
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        eff.write_results_md("| t |", doc)
+
+
+def test_pool_summary_counts_right_answers_per_prompt(eff, tmp_path):
+    import json
+    # three prompts x 8 samples: 0, 3 and 8 right -> one all wrong, one in band (3/8), one all right
+    right_of = {"p0": 0, "p1": 3, "p2": 8}
+    families = {"p0": "sum", "p1": "sum", "p2": "word_add"}
+    candidates = pd.DataFrame([{"candidate_id": f"{p}-{j}", "prompt_id": p, "sample_index": j}
+                               for p in right_of for j in range(8)])
+    scores = pd.DataFrame([{"candidate_id": f"{p}-{j}", "prompt_id": p, "scorer": scorer,
+                            "score": (1.0 if j < n else 0.0) if scorer == "math_verify" else 0.5}
+                           for p, n in right_of.items() for j in range(8) for scorer in ("math_verify", "confidence")])
+    prompts = pd.DataFrame({"prompt_id": list(right_of),
+                            "meta": [json.dumps({"family": families[p]}) for p in right_of]})
+    paths = eff.Paths(tmp_path / "results", tmp_path / "work")
+    paths.pool.mkdir(parents=True)
+    for name, df in (("prompts", prompts), ("candidates", candidates), ("scores", scores)):
+        df.to_parquet(paths.pool / f"{name}.parquet")
+    paths.pool_done.write_text("{}")
+    out = eff.pool_summary({}, paths)
+    assert out["prompts"] == 3 and out["sampled_accuracy"] == pytest.approx(11 / 24, abs=1e-4)
+    assert out["in_band_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert out["mixed_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert out["all_wrong_share"] == out["all_right_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert out["right_of_k_histogram"] == {0: 1, 3: 1, 8: 1}
+    assert out["by_family"]["sum"] == {"prompts": 2, "sampled_accuracy": pytest.approx(0.1875, abs=1e-3),
+                                       "in_band_share": 0.5}
