@@ -11,7 +11,7 @@ def test_train_and_eval_splits_are_disjoint_and_cover_the_file():
     train, held_out, everything = all_prompts(split="train"), all_prompts(split="eval"), all_prompts(split="all")
     assert not set(train["prompt_id"]) & set(held_out["prompt_id"])
     assert set(train["prompt_id"]) | set(held_out["prompt_id"]) == set(everything["prompt_id"])
-    assert 0.1 < len(held_out) / len(everything) < 0.3  # eval_fraction 0.2 of 240 prompts
+    assert 0.1 < len(held_out) / len(everything) < 0.3  # eval_fraction 0.2
     # deterministic, and independent of the system prompt (only the user turn is hashed)
     other_system = all_prompts(split="eval", system_prompt="Be brief.")
     assert other_system["row"].tolist() == held_out["row"].tolist()
