@@ -10,7 +10,11 @@
   Bugs keep their tracebacks.
 - A flow run that fails at once (a bad prompts file) can race Prefect's heartbeat thread, whose emit then logs
   "Error emitting event: prefect.flow-run.heartbeat" with a traceback on the way out. Prefect's heartbeat loop
-  itself treats a failed heartbeat as debug noise ("Failed to emit heartbeat", DEBUG); so does the filter.
+  itself treats a failed heartbeat as debug noise ("Failed to emit heartbeat", DEBUG); so does the filter. The
+  same race can stop Prefect's events worker first: then every later event ("prefect.task-run.Running", ...) logs
+  "Error emitting event" with "Cannot put items in a stopped service instance", and the worker logs "Service
+  'EventsWorker' failed with N pending items" (seen in CI on a busy machine). Those records go too; any other
+  emit error stays.
 
 `install()` is idempotent; the CLI calls it, and so does every flow (a deployment runs without the CLI).
 """
@@ -37,14 +41,26 @@ class NoTracebackForUserErrors(logging.Filter):
         return True
 
 
-class DropHeartbeatEmitErrors(logging.Filter):
+class DropShutdownEmitErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Error emitting event: prefect.flow-run.heartbeat"
+        message = record.getMessage()
+        if message == "Error emitting event: prefect.flow-run.heartbeat":
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not (message.startswith("Error emitting event:") and isinstance(error, RuntimeError)
+                    and "stopped service instance" in str(error))
+
+
+class DropStoppedEventsWorker(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Service 'EventsWorker' failed with") and message.endswith("pending items."))
 
 
 _FILTERS = {name: DropMathVerifyTimeoutWarning() for name in MATH_VERIFY_LOGGERS} | \
     {name: NoTracebackForUserErrors() for name in PREFECT_LOGGERS} | \
-    {"prefect.events.utilities": DropHeartbeatEmitErrors()}
+    {"prefect.events.utilities": DropShutdownEmitErrors(),
+     "prefect._internal.concurrency": DropStoppedEventsWorker()}
 
 
 def install() -> None:

@@ -145,7 +145,7 @@ def process_batch(run: Run, batch: Batch, log=print, on_fraction=None) -> BatchR
         f"{stats.nodes} nodes, {stats.rollouts} rollouts, calls {calls} in {seconds:.1f}s")
     return BatchResult(batch.index, len(prompts), False, calls, {"search": seconds},
                        {"nodes": stats.nodes, "rollouts": stats.rollouts, "tokens": dict(stats.tokens),
-                        "outcome_timeouts": outcome.timeouts}, tokens)
+                        "outcome_timeouts": outcome.timeouts}, tokens=tokens)
 
 
 def finalize(run: Run, results: list[BatchResult]) -> dict:

@@ -150,7 +150,7 @@ def test_prefect_log_filters_keep_lines_and_drop_user_error_tracebacks():
         def emit(self, record):
             seen.append((record.name, record.getMessage(), record.exc_info is not None))
     handler = Keep()
-    for name in ("prefect.flow_runs", "prefect.events.utilities"):
+    for name in ("prefect.flow_runs", "prefect.events.utilities", "prefect._internal.concurrency"):
         logging.getLogger(name).addHandler(handler)
     try:
         for error in (PromptFileError("p.jsonl:2: malformed JSON"), RuntimeError("a bug")):
@@ -163,12 +163,19 @@ def test_prefect_log_filters_keep_lines_and_drop_user_error_tracebacks():
         except ValueError:
             logging.getLogger("prefect.events.utilities").exception("Error emitting event: prefect.flow-run.heartbeat")
             logging.getLogger("prefect.events.utilities").exception("Error emitting event: prefect.task-run.Failed")
+        try:  # the events worker stopped by the race: its emits and its own failure line go, nothing else
+            raise RuntimeError("Cannot put items in a stopped service instance.")
+        except RuntimeError:
+            logging.getLogger("prefect.events.utilities").exception("Error emitting event: prefect.task-run.Running")
+        logging.getLogger("prefect._internal.concurrency").error("Service 'EventsWorker' failed with 1 pending items.")
+        logging.getLogger("prefect._internal.concurrency").error("Service 'APILogWorker' is slow")
     finally:
-        for name in ("prefect.flow_runs", "prefect.events.utilities"):
+        for name in ("prefect.flow_runs", "prefect.events.utilities", "prefect._internal.concurrency"):
             logging.getLogger(name).removeHandler(handler)
     assert seen == [
         ("prefect.flow_runs", "Encountered exception during execution: PromptFileError('p.jsonl:2: malformed JSON')",
          False),
         ("prefect.flow_runs", "Encountered exception during execution: RuntimeError('a bug')", True),
         ("prefect.events.utilities", "Error emitting event: prefect.task-run.Failed", True),
+        ("prefect._internal.concurrency", "Service 'APILogWorker' is slow", False),
     ]
