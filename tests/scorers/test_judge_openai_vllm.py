@@ -30,7 +30,7 @@ def test_pointwise_judgement_over_a_real_server(vllm_openai_server):
     assert set(row) == set(schema.SCORES.names) and row["candidate_id"] == "c0" and row["scorer"] == "judge"
     details = json.loads(row["details"])
     assert details["judge"] == name and details["template"] == "single-v1"
-    assert isinstance(details["raw"], str) and details["raw"].strip()  # the server's text, kept
+    assert isinstance(details["raw"], str) and details["raw"].strip(), row["error"]  # the server's text, kept
     if pd.isna(row["score"]):
         assert row["error"] and not row["error"].startswith("judge backend") and parse_rating(details["raw"])[0] is None
     else:
