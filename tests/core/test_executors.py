@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.pairs.build import run_local
 from pipelines.pairs.config import BuildConfig
-from tests.helpers import local_ray, small_build_config, write_jsonl
+from tests.helpers import RAY_FLOAT_RTOL, local_ray, small_build_config, write_jsonl
 
 pytest.importorskip("ray")
 
@@ -53,7 +53,7 @@ def test_ray_executor_without_prefect_gives_the_local_pairs(tmp_path, smollm_dir
     for name in ("pairs", "candidates"):
         a = pd.read_parquet(f"{local['run_dir']}/{name}.parquet")
         b = pd.read_parquet(f"{on_ray['run_dir']}/{name}.parquet")
-        pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+        pd.testing.assert_frame_equal(a, b, rtol=RAY_FLOAT_RTOL)
     assert on_ray["counts"] == local["counts"]
 
 

@@ -1,11 +1,12 @@
 """A real two-node Ray cluster on one machine: a head and a worker node, each its own `ray start` process with its
-own CPU and a custom resource, then build_pairs with `executor: {name: ray, address: ...}` (no Prefect).
+own CPU and a custom resource, then build_pairs with `executor: {name: ray, address: ...}` (no Prefect), in a
+driver process of its own as a user's run is (see _in_fresh_driver).
 
 Ray's own task records (ray.util.state.list_tasks, served by the head's dashboard) show that the batch tasks ran
 on both nodes, and the manifest's batch_nodes (node ids the BatchResults carry) says the same; the pairs,
-candidates, scores and drops equal a local run's (floats to rtol 1e-5: a Ray worker runs torch on one thread, which
-changes the summation order of the log-probs in the last digits). Both nodes are stopped by the ids of the
-processes this test started (`ray stop` would stop every Ray node of the machine, other users' too).
+candidates, scores and drops equal a local run's (floats to RAY_FLOAT_RTOL: a Ray worker runs torch on one
+thread, which changes the summation order of the log-probs in the last digits). Both nodes are stopped by the
+ids of the processes this test started (`ray stop` would stop every Ray node of the machine, other users' too).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ psutil = pytest.importorskip("psutil")
 
 from pipelines.pairs.build import run_local  # noqa: E402
 from pipelines.pairs.config import BuildConfig  # noqa: E402
+from tests.helpers import RAY_FLOAT_RTOL  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,40 +139,61 @@ def _config(out, **kw) -> BuildConfig:
     return BuildConfig.model_validate({**data, **kw})
 
 
-# Passed on 2026-12-02 01:30; since ~02:30 it fails here every time with OwnerDiedError (a task on the second
-# node cannot fetch the run object the driver ray.put) and leaves GCS processes that make every later Ray test
-# in the session fail to start ("Failed to start GCS"). Skipped until that is understood (issue 14 stays open).
-@pytest.mark.skip(reason="OwnerDiedError on the second node since 2026-12-02 ~02:30, breaks later Ray tests; "
-                         "see the comment above and issue 14")
+def _in_fresh_driver(code: str) -> dict:
+    """Run code (which prints one JSON line last) in a new Python process: a driver of its own. This process may
+    have run a local Ray instance already (tests/core/test_executors.py does, then ray.shutdown()); a second
+    ray.init in the same process, to another cluster, made the tasks on the second node fail with OwnerDiedError
+    (the ray.put object's owner, this driver, looked dead to them): Ray's re-init after shutdown, not the build.
+    A user's run is a process of its own anyway (`python -m flows.build_pairs ... --executor.address`)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1500, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0"))
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+BUILD_ON_RAY = """
+import json
+from pipelines.pairs.build import run_local
+from pipelines.pairs.config import BuildConfig
+summary = run_local(BuildConfig.model_validate(json.loads(%r)))
+print(json.dumps({k: summary[k] for k in ("run_dir", "engine_calls", "batches", "batch_nodes", "counts")}, default=str))
+"""
+
+RAY_RECORDS = """
+import json, time
+import ray
+from ray.util.state import list_tasks
+ray.init(address=%r, log_to_driver=False)
+nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+for _ in range(30):  # task events reach the head's state API a moment after the tasks end
+    tasks = [t.node_id for t in list_tasks(filters=[("func_or_class_name", "=", "_process_quietly")], detail=True,
+                                          limit=1000) if t.state == "FINISHED"]
+    if len(tasks) >= 6:
+        break
+    time.sleep(1)
+ray.shutdown()
+print(json.dumps({"nodes": nodes, "task_nodes": tasks}))
+"""
+
+
 @pytest.mark.timeout(1800)
 def test_batches_run_on_both_nodes_and_give_the_local_pairs(tmp_path, cluster, smollm_dir):
-    import ray
-    from ray.util.state import list_tasks
-
     local = run_local(_config(tmp_path / "local", run_id="local"))
-    on_ray = run_local(_config(tmp_path / "ray", run_id="ray", executor={
-        "name": "ray", "address": cluster, "task_resources": {"scheduling_strategy": "SPREAD"}}))
+    ray_config = _config(tmp_path / "ray", run_id="ray", executor={
+        "name": "ray", "address": cluster, "task_resources": {"scheduling_strategy": "SPREAD"}})
+    on_ray = _in_fresh_driver(BUILD_ON_RAY % ray_config.model_dump_json())
     assert on_ray["engine_calls"] == {"sample": 6} and on_ray["batches"]["total"] == 6
 
-    ray.init(address=cluster, log_to_driver=False)
-    try:
-        nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-        for _ in range(30):  # task events reach the head's state API a moment after the tasks end
-            tasks = [t for t in list_tasks(filters=[("func_or_class_name", "=", "_process_quietly")], detail=True,
-                                           limit=1000) if t.state == "FINISHED"]
-            if len(tasks) >= 6:
-                break
-            time.sleep(1)
-    finally:
-        ray.shutdown()
+    records = _in_fresh_driver(RAY_RECORDS % cluster)
+    nodes, task_nodes = records["nodes"], records["task_nodes"]
     assert len(nodes) == 2 and sorted("head" in r for r in nodes.values()) == [False, True]
-    ran_on = {t.node_id for t in tasks}
-    assert len(tasks) == 6 and ran_on == set(nodes), f"tasks ran on {ran_on}, nodes {set(nodes)}"
-    by_node = {node: sum(t.node_id == node for t in tasks) for node in nodes}
+    ran_on = set(task_nodes)
+    assert len(task_nodes) == 6 and ran_on == set(nodes), f"tasks ran on {ran_on}, nodes {set(nodes)}"
+    by_node = {node: task_nodes.count(node) for node in nodes}
     assert on_ray["batch_nodes"] == by_node  # the manifest agrees with Ray's own records
 
     for name in ("pairs", "candidates", "scores", "drops"):
         a = pd.read_parquet(f"{local['run_dir']}/{name}.parquet").drop(columns=["details"], errors="ignore")
         b = pd.read_parquet(f"{on_ray['run_dir']}/{name}.parquet").drop(columns=["details"], errors="ignore")
-        pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+        pd.testing.assert_frame_equal(a, b, rtol=RAY_FLOAT_RTOL)
     assert on_ray["counts"] == local["counts"] and on_ray["counts"]["pairs"] > 0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipelines.pairs.build import run_local
-from tests.helpers import RAY_LOCAL, small_build_config
+from tests.helpers import RAY_FLOAT_RTOL, RAY_LOCAL, small_build_config
 
 pytest.importorskip("ray")
 
@@ -30,10 +30,10 @@ def test_ray_executor_gives_the_local_executors_pairs(tmp_path, smollm_dir, pref
     assert on_ray["engine_calls"] == {"sample": 2} and on_ray["batches"]["total"] == 2
     assert samplers._cached.cache_info() == before
     assert on_ray["config"]["executor"]["name"] == "ray"
-    # Same texts and ids; float columns equal to rtol 1e-5: a Ray worker runs torch on 1 thread, which changes the
-    # summation order of the log-probs in the last digits (so `details`, JSON text holding them, is left out).
+    # Same texts and ids; float columns equal to RAY_FLOAT_RTOL (tests/helpers.py: a Ray worker runs torch on 1
+    # thread); `details`, JSON text holding the log-probs, is left out.
     for name in ("pairs", "candidates", "scores", "drops"):
         a = pd.read_parquet(f"{local['run_dir']}/{name}.parquet").drop(columns=["details"], errors="ignore")
         b = pd.read_parquet(f"{on_ray['run_dir']}/{name}.parquet").drop(columns=["details"], errors="ignore")
-        pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+        pd.testing.assert_frame_equal(a, b, rtol=RAY_FLOAT_RTOL)
     assert on_ray["counts"] == local["counts"]

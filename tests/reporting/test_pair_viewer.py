@@ -1,6 +1,7 @@
 """The pair viewer in report.html: a seeded sample of pairs with prompt, chosen and rejected side by side,
 scores, margin and the drop reasons of the prompt's other candidates; escaped (a response holding a script
-shows as text), self-contained, and checked as a browser renders it (headless Chromium, as tests/flows/test_prefect_ui.py).
+shows as text), self-contained, and checked as a browser renders it (headless Chromium, as
+tests/flows/test_prefect_ui.py).
 
 No model: candidates and scores are written as the batch shards pipelines.pairs.build.finalize reads, so the
 real finalize (selection, report writing) runs on them.

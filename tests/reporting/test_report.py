@@ -96,7 +96,8 @@ def test_every_report_carries_the_pair_audit(ches_run):
     assert "math_verify" in ches_run["audit"]["verified"]
     share = f"{ches_run['audit']['verified']['math_verify']['chosen_right']:.1%}"
     assert f"chosen verified right (math_verify) {share}" in report.summary_text(ches_run)
-    assert f"<td>chosen verified right (math_verify)</td><td>{share}</td>" in open(ches_run["reports"]["report_html"]).read()
+    html = open(ches_run["reports"]["report_html"]).read()
+    assert f"<td>chosen verified right (math_verify)</td><td>{share}</td>" in html
     assert f"| chosen verified right (math_verify) | {share} |" in open(ches_run["reports"]["dataset_card"]).read()
     assert "## Pair audit" in report.summary_markdown(ches_run)
 

@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 
 from pipelines.core.config import SamplerConfig
-from tests.helpers import VLLM_SAMPLER
 from pipelines.core.progress import listening
+from tests.helpers import VLLM_SAMPLER
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")]
