@@ -135,6 +135,8 @@ class FileConfig(StrictModel):
             return cls.model_validate(data)
         except ValidationError as e:
             def where(loc):
+                if not loc:  # a check across sections (a model validator): the file, no field
+                    return str(path)
                 line = yaml_line(text, loc)
                 return f"{path}:{line}: {'.'.join(loc)}" if line else f"{path}: {'.'.join(loc)}"
             raise ConfigFileError("; ".join(error_lines(e, where))) from None
