@@ -42,6 +42,27 @@ def config_fields(model, prefix=""):
             yield f"{prefix}{name}", field
 
 
+_NO_DEFAULT = object()
+
+
+def section_default(config_cls, dotted: str):
+    """A nested field's default as the config sets it in SECTION_DEFAULTS (pipelines/core/config.py:FileConfig),
+    the outermost config's first (iterate's build over build_pairs' own); _NO_DEFAULT when none sets it."""
+    from pydantic import BaseModel
+    parts = dotted.split(".")
+    cls = config_cls
+    for i, name in enumerate(parts[:-1]):
+        node = getattr(cls, "SECTION_DEFAULTS", {}).get(name, _NO_DEFAULT)
+        for key in parts[i + 1:]:
+            node = node.get(key, _NO_DEFAULT) if isinstance(node, dict) else _NO_DEFAULT
+        if node is not _NO_DEFAULT:
+            return node
+        cls = cls.model_fields[name].annotation
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            break
+    return _NO_DEFAULT
+
+
 def parser(config_cls, prog: str, description: str, local: bool = True,
            dry_run: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -57,7 +78,9 @@ def parser(config_cls, prog: str, description: str, local: bool = True,
                             "judge calls and an estimated time, and exit: no model loaded, nothing written")
     group = p.add_argument_group("config fields")
     for dotted, field in config_fields(config_cls):
-        default = field.default if field.default_factory is None else "(see --print-config)"
+        default = section_default(config_cls, dotted)
+        if default is _NO_DEFAULT:
+            default = field.default if field.default_factory is None else "(see --print-config)"
         group.add_argument(f"--{dotted}", dest=f"set:{dotted}", metavar="VALUE",
                            help=f"{field.description or ''} [default: {default!r}]".strip().replace("%", "%%"))
     return p

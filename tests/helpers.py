@@ -132,12 +132,20 @@ def generations(texts, n: int, tokens: tuple[int, int] = (10, 10)) -> list[Gener
 SMALL_SAMPLER = {"k": 3, "max_new_tokens": 24, "temperature": 0.9, "batch_prompts": 4}
 
 
+# The rule of the embedded-model tests that need pairs: mu_2sigma pairs every prompt whose rewards differ, right or
+# wrong. The default rule (verified) pairs only prompts with a right AND a wrong answer, which 3 samples of 24
+# tokens from the 135M model rarely give: such a test would have no pair to check.
+EVERY_PROMPT_RULE = {"rule": "mu_2sigma"}
+
+
 def small_build_config(output_dir, **fields):
-    """A BuildConfig for 3 shipped prompts in batches of 2 with SMALL_SAMPLER, writing under output_dir; fields
-    override the top-level settings, except `sampler`, whose fields are merged into SMALL_SAMPLER."""
+    """A BuildConfig for 3 shipped prompts in batches of 2 with SMALL_SAMPLER and selection EVERY_PROMPT_RULE,
+    writing under output_dir; fields override the top-level settings, except `sampler`, whose fields are merged
+    into SMALL_SAMPLER."""
     from pipelines.pairs.config import BuildConfig
     sampler = {**SMALL_SAMPLER, **fields.pop("sampler", {})}
-    data = {"output_dir": str(output_dir), "prompts": {"limit": 3}, "batch_size": 2, **fields, "sampler": sampler}
+    data = {"output_dir": str(output_dir), "prompts": {"limit": 3}, "batch_size": 2, "selection": EVERY_PROMPT_RULE,
+            **fields, "sampler": sampler}
     return BuildConfig.model_validate(data)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -25,6 +25,12 @@ PromptFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "dataset", "hu
 # "name" or "owner/name" as the Hub spells dataset ids; a path with a file suffix is never one
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 SHIPPED_PROMPTS = str(Path(__file__).resolve().parents[2] / "data" / "math_prompts.jsonl")
+# The system prompt the shipped math prompts were calibrated with (data/README.md) and the efficacy experiment
+# sampled, trained and evaluated with (benchmarks/RESULTS.md, "Data efficacy"): answers of ~33 tokens, 8% at a
+# 96-token cap. With CALCULATION_PROMPT, the default until then, 50-90% of the samples were cut at the cap.
+SHORT_ANSWER_PROMPT = "Answer in one short sentence that ends with the final number."
+# Multi-step answers, for the step-level builds (pipelines/step_pairs: MCTS splits answers into steps)
+CALCULATION_PROMPT = "Answer the question. Show a short calculation, then state the final number."
 
 
 class StrictModel(BaseModel):
@@ -71,8 +77,37 @@ def yaml_line(text: str, loc: tuple) -> int | None:
     return line
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """`update` laid over `base`, recursively for dict values; neither is modified."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class FileConfig(StrictModel):
     """A top-level config that can be read from a YAML or JSON file (`--config FILE`)."""
+
+    # {section: {field: value}}: this config's own defaults for fields of its sections, where they differ from the
+    # section class's (the build's sampling settings, the evaluation's held-out split and greedy decoding). A
+    # section given in part (`--prompts.limit 10`, a YAML `prompts:` with one key, PromptsConfig(limit=10) in
+    # Python) is otherwise validated as a fresh section class, which silently drops these; `_section_defaults` lays
+    # the fields the input sets over them. The field's default_factory builds the same section (section_factory).
+    SECTION_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _section_defaults(cls, data):
+        if not isinstance(data, dict) or not cls.SECTION_DEFAULTS:
+            return data
+        data = dict(data)
+        for name, defaults in cls.SECTION_DEFAULTS.items():
+            given = data.get(name)
+            if isinstance(given, BaseModel):  # a section object: the fields it was given, not its class defaults
+                given = given.model_dump(exclude_unset=True)
+            if given is None or isinstance(given, dict):
+                data[name] = deep_merge(defaults, given or {})
+        return data
 
     @classmethod
     def from_file(cls, path: str | Path):
@@ -100,6 +135,8 @@ class FileConfig(StrictModel):
             return cls.model_validate(data)
         except ValidationError as e:
             def where(loc):
+                if not loc:  # a check across sections (a model validator): the file, no field
+                    return str(path)
                 line = yaml_line(text, loc)
                 return f"{path}:{line}: {'.'.join(loc)}" if line else f"{path}: {'.'.join(loc)}"
             raise ConfigFileError("; ".join(error_lines(e, where))) from None
@@ -123,8 +160,10 @@ class PromptsConfig(StrictModel):
     streaming: bool = Field(False, description="datasets only: stream the rows (read only what `limit` needs, "
                                                "nothing downloaded or prepared in full)")
     system_prompt: str | None = Field(
-        "Answer the question. Show a short calculation, then state the final number.",
-        description="system message put before every prompt (None: the chat template's default)")
+        SHORT_ANSWER_PROMPT,
+        description="system message put before every prompt (None: the chat template's default). The default is "
+                    "the one the shipped math prompts were calibrated and the efficacy experiment run with (short "
+                    "answers, few cut at the token cap); it is written for math: set your own for other tasks")
     limit: int | None = Field(32, ge=1, description="use only the first N prompts (None: all). The default 32 "
                                                     "keeps the embedded CPU demo near 5 minutes on 2 cores")
     split: Literal["all", "train", "eval"] = Field(
@@ -282,6 +321,11 @@ class ExecutorConfig(StrictModel):
 def is_hub_name(path: str) -> bool:
     """Whether a `prompts.path` that is not on disk can name a Hugging Face Hub dataset."""
     return bool(_HUB_NAME.match(path)) and Path(path).suffix.lower() not in FILE_SUFFIXES
+
+
+def section_factory(section_cls: type[BaseModel], defaults: dict[str, Any]) -> Callable[[], BaseModel]:
+    """The default_factory of a section field whose config sets SECTION_DEFAULTS for it: the same section."""
+    return lambda: section_cls.model_validate(defaults)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:

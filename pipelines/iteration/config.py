@@ -6,41 +6,35 @@ the train split and the evaluation's to the eval split; a config where they coul
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
-from pipelines.core.config import EMBEDDED_MODEL, FileConfig, PromptsConfig
+from pipelines.core.config import EMBEDDED_MODEL, FileConfig, section_factory
 from pipelines.evaluation.config import EvalConfig
 from pipelines.pairs.config import BuildConfig
 from pipelines.training.config import TrainConfig
 
-
-def _train_prompts_build() -> BuildConfig:
-    return BuildConfig(prompts=PromptsConfig(split="train"))
+# Each section is its flow's config with that flow's defaults (build_pairs' measured sampling and rule, train_dpo's
+# measured loss and learning rate, evaluate's greedy held-out accuracy, the same system prompt in build and eval);
+# only the build's prompts move to the train split, which a partial build section keeps (FileConfig).
+TRAIN_BUILD = {"prompts": {"split": "train"}}
 
 
 class IterateConfig(FileConfig):
     """Defaults: 2 rounds of the embedded CPU build -> LoRA DPO -> held-out math accuracy."""
+    SECTION_DEFAULTS: ClassVar = {"build": TRAIN_BUILD}
     run_id: str = Field("iterate", description="iteration directory name (rerun the same to resume)")
     output_dir: str = "runs"
     rounds: int = Field(2, ge=1)
     model: str = Field(EMBEDDED_MODEL, description="the round-0 policy")
     evaluate_initial: bool = Field(True, description="also evaluate the round-0 policy (round_0/eval.json)")
-    build: BuildConfig = Field(default_factory=_train_prompts_build,
+    build: BuildConfig = Field(default_factory=section_factory(BuildConfig, TRAIN_BUILD),
                                description="sampling/scoring/selection; prompts default to the train split; "
                                            "sampler.model, run_id and output_dir are set per round")
     train: TrainConfig = Field(default_factory=TrainConfig,
                                description="pairs, model and output_dir are set per round")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="model and output are set per round")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _train_split(cls, data):
-        # a partial build.prompts section still means the train split (eval is held out)
-        if isinstance(data, dict) and isinstance(data.get("build"), dict):
-            build = dict(data["build"])
-            build["prompts"] = {"split": "train", **(build.get("prompts") or {})}
-            data = {**data, "build": build}
-        return data
 
     @model_validator(mode="after")
     def _disjoint(self):

@@ -8,11 +8,25 @@ otherwise.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.core.config import BudgetConfig, ExecutorConfig, FileConfig, PromptsConfig, SamplerConfig, StrictModel
+from pipelines.core.config import (
+    CALCULATION_PROMPT,
+    BudgetConfig,
+    ExecutorConfig,
+    FileConfig,
+    PromptsConfig,
+    SamplerConfig,
+    StrictModel,
+    section_factory,
+)
+
+# Not build_pairs' one-sentence system prompt (PromptsConfig's default): MCTS and first-error correction work on the
+# steps of an answer (split at mcts.delimiters), and "one short sentence" asks for an answer with no steps to branch
+# on or to correct. The calculation prompt asks for the steps.
+STEP_PROMPTS = {"system_prompt": CALCULATION_PROMPT}
 
 
 class MCTSConfig(StrictModel):
@@ -49,10 +63,12 @@ Mode = Literal["step", "trajectory", "correction"]
 
 
 class StepPairsConfig(FileConfig):
-    """Everything a build_step_pairs run needs. Defaults: the embedded CPU model on the shipped math prompts."""
+    """Everything a build_step_pairs run needs. Defaults: the embedded CPU model on the shipped math prompts, asked
+    for a calculation (STEP_PROMPTS)."""
+    SECTION_DEFAULTS: ClassVar = {"prompts": STEP_PROMPTS}
     run_id: str | None = Field(None, description="run directory name (default: time + config hash)")
     output_dir: str = "runs"
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    prompts: PromptsConfig = Field(default_factory=section_factory(PromptsConfig, STEP_PROMPTS))
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     modes: list[Mode] = Field(["step", "trajectory", "correction"], min_length=1,
                               description="step: sibling steps on the best path; trajectory: best vs worst "

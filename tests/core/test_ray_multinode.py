@@ -135,7 +135,8 @@ def _wait(ready, proc: subprocess.Popen, temp: str, timeout: float = 180) -> Non
 
 def _config(out, **kw) -> BuildConfig:
     data = {"output_dir": str(out), "prompts": {"limit": 6}, "batch_size": 1,
-            "sampler": {"k": 2, "max_new_tokens": 12, "temperature": 0.9, "batch_prompts": 1}}
+            "sampler": {"k": 2, "max_new_tokens": 12, "temperature": 0.9, "batch_prompts": 1},
+            "selection": {"rule": "mu_2sigma"}}  # pairs from 2 short answers (verified needs a right and a wrong one)
     return BuildConfig.model_validate({**data, **kw})
 
 

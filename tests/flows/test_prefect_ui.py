@@ -156,8 +156,11 @@ def _page(url: str, tmp: Path, name: str, size: str = "1400,1300") -> tuple[str,
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install-cpu.sh installs it)")
 def test_flow_run_page_shows_the_run_and_its_report(server, tmp_path):
     api, env = server
+    # mu_2sigma: the report's margin figure needs pairs, and 2 answers of 8 tokens rarely give the default rule
+    # (verified) the right and the wrong answer it pairs
     out = subprocess.run([sys.executable, "-m", "flows.build_pairs", "--prompts.limit", "2", "--sampler.k", "2",
-                          "--sampler.max_new_tokens", "8", "--output_dir", str(tmp_path / "runs"),
+                          "--sampler.max_new_tokens", "8", "--selection.rule", "mu_2sigma",
+                          "--output_dir", str(tmp_path / "runs"),
                           "--run_id", "ui-test"], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -37,5 +37,7 @@ def test_mtbench_config_validates():
     cfg = BuildConfig.model_validate({"prompts": {"format": "mtbench", "system_prompt": None},
                                       "scorers": [{"name": "reward_model", "params": {"model": "x"}},
                                                   {"name": "judge"}, {"name": "pairwise_judge"},
-                                                  {"name": "reference_similarity"}]})
+                                                  {"name": "reference_similarity"}],
+                                      # no verifier among these scorers: the default rule (verified) would be refused
+                                      "selection": {"rule": "max_min"}})
     assert [s.name for s in cfg.scorers] == ["reward_model", "judge", "pairwise_judge", "reference_similarity"]

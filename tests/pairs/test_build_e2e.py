@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # the real model (and Prefect)
 
 
 def _config(tmp_path, **kw) -> BuildConfig:
-    return small_build_config(tmp_path / "runs", **kw)  # 3 prompts, k=3, batches of 2
+    return small_build_config(tmp_path / "runs", **kw)  # 3 prompts, k=3, batches of 2, rule mu_2sigma
 
 
 @pytest.fixture(scope="module")

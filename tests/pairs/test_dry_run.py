@@ -42,6 +42,7 @@ def shipped_words(limit: int) -> int:
 
 def test_plan_bound_budget_and_configured_rate(tmp_path, capsys, counted_by_words):
     out = dry(["--output_dir", str(tmp_path / "runs"), "--prompts.limit", "20", "--batch_size", "8",
+               "--sampler.k", "4", "--sampler.max_new_tokens", "128",
                "--budget.max_total_tokens", "9000", "--budget.tokens_per_second", "25"], capsys)
     prompt = shipped_words(20)
     generated = 20 * 4 * 128
@@ -66,8 +67,9 @@ def test_the_rate_measured_by_an_earlier_run_of_the_same_sampler_and_model(tmp_p
         (runs / name / "manifest.json").write_text(json.dumps(
             {"config": {"sampler": sampler}, "token_use": {"generated_per_second": rate}}))
     out = dry(["--output_dir", str(runs), "--prompts.limit", "4"], capsys)
+    k, new_tokens = BuildConfig().sampler.k, BuildConfig().sampler.max_new_tokens  # the defaults the run uses
     assert f"at 31.5 generated tokens/s (measured in {runs / 'old'})" in out
-    assert f"time: sampling at most {cost.duration(4 * 4 * 128 / 31.5)}" in out
+    assert f"time: sampling at most {cost.duration(4 * k * new_tokens / 31.5)}" in out
     none = dry(["--output_dir", str(tmp_path / "empty"), "--prompts.limit", "4"], capsys)
     assert "time: unknown (no tokens/s: set --budget.tokens_per_second" in none
 

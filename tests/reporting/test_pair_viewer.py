@@ -60,8 +60,9 @@ def _shards(run: build.Run) -> list[build.BatchResult]:
 
 @pytest.fixture
 def run(tmp_path):
+    # one pair per prompt (mu_2sigma): every prompt then has other candidates, whose drop reasons the viewer shows
     config = BuildConfig.model_validate({"run_id": "viewer", "output_dir": str(tmp_path), "prompts": {"limit": 10},
-                                         "batch_size": 5, "sampler": {"k": K}})
+                                         "batch_size": 5, "sampler": {"k": K}, "selection": {"rule": "mu_2sigma"}})
     r = build.prepare(config)
     manifest = build.finalize(r, _shards(r))
     return manifest, open(manifest["reports"]["report_html"], encoding="utf-8").read()

@@ -42,6 +42,26 @@ def test_loss_types_come_from_installed_trl():
         TrainConfig(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
 
 
+def test_defaults_are_what_the_efficacy_experiment_trained():
+    import importlib.util
+
+    from tests.helpers import ROOT
+    spec = importlib.util.spec_from_file_location("efficacy", ROOT / "benchmarks" / "efficacy.py")
+    efficacy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(efficacy)
+    trained, loss = efficacy.CONFIG["training"], efficacy.CONFIG["losses"]["dpo"]
+    cfg = TrainConfig()
+    assert (cfg.loss_type, cfg.loss_weights) == (loss["loss_type"], loss["loss_weights"]) == (["sigmoid", "sft"],
+                                                                                              [1.0, 1.0])
+    assert cfg.learning_rate == trained["learning_rate"] == 2e-4 and cfg.beta == trained["beta"]
+    assert cfg.lora.enabled and (cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules) == \
+        (trained["lora"]["r"], trained["lora"]["alpha"], trained["lora"]["target_modules"])
+    # one loss named alone gets its one weight (no [1, 1] left over), full fine-tuning the unmeasured 5e-5
+    assert TrainConfig(loss_type="sigmoid").loss_weights == [1.0]
+    assert TrainConfig(lora={"enabled": False}).learning_rate == 5e-5
+    assert TrainConfig(lora={"enabled": False}, learning_rate=1e-6).learning_rate == 1e-6
+
+
 def test_bad_pairs_files_name_the_file_and_the_problem(tmp_path):
     with pytest.raises(PairsFileError, match="no pairs file given"):
         check_pairs_files([])

@@ -11,12 +11,12 @@ pooled reward.
   rows, returned to `select` as this rule's own drops). Note: when the reward IS the 0/1 score alone, such a
   prompt has zero reward variance and `select` drops it as `zero_variance` before any rule runs; the two reasons
   fire when the reward has another term (the default run adds 0.1 x confidence).
-- Which pairs, up to `max_pairs_per_prompt` (default 1): the correct set C and the incorrect set I are each
-  ordered (pick="reward": C by reward descending, I by reward ascending, ties by sample_index, so the first pair
-  is the best correct vs the worst incorrect; pick="random": a seeded draw per response, hash(seed, prompt_id,
-  sample_index), batch-independent), then pairs are taken in rounds: round r pairs the i-th of C with the
-  ((i + r) mod |I|)-th of I, i ascending. The first min(|C|, |I|) pairs use each response at most once; all
-  |C| x |I| pairs come out once if the cap allows.
+- Which pairs, up to `max_pairs_per_prompt` (default 1 here; build_pairs' default config sets the measured 2):
+  the correct set C and the incorrect set I are each ordered (pick="reward": C by reward descending, I by reward
+  ascending, ties by sample_index, so the first pair is the best correct vs the worst incorrect; pick="random":
+  a seeded draw per response, hash(seed, prompt_id, sample_index), batch-independent), then pairs are taken in
+  rounds: round r pairs the i-th of C with the ((i + r) mod |I|)-th of I, i ascending. The first min(|C|, |I|)
+  pairs use each response at most once; all |C| x |I| pairs come out once if the cap allows.
 - chosen_score / rejected_score are the pooled rewards. When the other reward terms can outweigh correctness
   (small weight on the verifier), a pair may have a negative margin (kept: correctness decides) or equal rewards
   (dropped by `select` as `tie`, like every rule's equal-reward pair).
