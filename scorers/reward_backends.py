@@ -106,7 +106,8 @@ class TransformersRewardEngine:
                     size //= 2
                     log.warning("reward model out of memory; batch size halved to %d", size)
                     continue
-                results[chunk[0]] = f"out of memory on a single sequence of {len(encodings[chunk[0]]['input_ids'])} tokens"
+                tokens = len(encodings[chunk[0]]["input_ids"])
+                results[chunk[0]] = f"out of memory on a single sequence of {tokens} tokens"
                 start += 1
                 continue
             for i, v in zip(chunk, values):

@@ -67,8 +67,8 @@ def sample_pairs(pairs: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def _shown_pairs(path: Path, n: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """(sample_pairs of the file, its number of pairs), reading only the row groups that hold the sampled rows (a million-pair run's
-    texts never come into memory at once)."""
+    """(sample_pairs of the file, its number of pairs), reading only the row groups that hold the sampled rows
+    (a million-pair run's texts never come into memory at once)."""
     import pyarrow as pa
 
     from pipelines.core import io, schema

@@ -85,8 +85,8 @@ class StepPairsConfig(FileConfig):
     def token_bound(self) -> dict[str, int]:
         """Most tokens one prompt can sample, by engine-call kind (every step/rollout/solution at its cap).
 
-        The cost formula of docs/step-pairs.md; the manifest sets it beside the counted tokens (steps that end at a delimiter
-        or at the end of the answer sample fewer)."""
+        The cost formula of docs/step-pairs.md; the manifest sets it beside the counted tokens (steps that end at a
+        delimiter or at the end of the answer sample fewer)."""
         mc, fe = self.mcts, self.correction
         bound = {}
         if {"step", "trajectory"} & set(self.modes):

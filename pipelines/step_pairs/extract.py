@@ -1,4 +1,5 @@
-"""Pairs from a searched tree (pipelines/step_pairs/mcts.py): step pairs along the best path, and best-vs-worst trajectories.
+"""Pairs from a searched tree (pipelines/step_pairs/mcts.py): step pairs along the best path, and best-vs-worst
+trajectories.
 
 Step pairs (MCTS-DPO): walk the best path (most visited child, ties by Q); at every node with two or more
 children, chosen = the child with the highest Q, rejected = the lowest-Q child (or the runner-up, MCTS-DPO's
