@@ -145,7 +145,7 @@ def write_tables(run: Run, results: list[BatchResult]):
     if run.config.selection.dstc_concat:
         manifest["counts"]["dstc_concatenated"] = tally.dstc
     from pipelines.reporting.audit import summarize
-    manifest["audit"] = summarize(pd.concat(tally.audit, ignore_index=True) if tally.audit else pd.DataFrame())
+    manifest["audit"] = summarize(tally.audit_frame())
     tally.audit = []
     manifest["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
     return manifest, tally

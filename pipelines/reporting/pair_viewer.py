@@ -44,14 +44,13 @@ def _text(value, max_chars: int) -> str:
 
 
 def _read(run_dir: Path, name: str, columns: list[str], prompt_ids: list[str]) -> pd.DataFrame:
-    """The rows of a run table that belong to the sampled prompts (candidates.parquet may be large)."""
-    import pyarrow.parquet as pq
-
-    from pipelines.core import schema
+    """The rows of a run table that belong to the sampled prompts (candidates.parquet may be large: one row group
+    in memory at a time)."""
+    from pipelines.core import io, schema
     path = run_dir / f"{name}.parquet"
     if not path.exists():
         return schema.empty(schema.TABLES[name])[columns]
-    return pq.read_table(path, columns=columns, filters=[("prompt_id", "in", prompt_ids)]).to_pandas()
+    return io.read_rows_in(path, "prompt_id", prompt_ids, columns).to_pandas()
 
 
 def sample_rows(total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -67,15 +66,16 @@ def sample_pairs(pairs: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def _shown_pairs(path: Path, n: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """(sample_pairs of the file, its number of pairs), reading only the row groups that hold the sampled rows
-    (a million-pair run's texts never come into memory at once)."""
+    """(sample_pairs of the file, its number of pairs), reading only the row groups that hold the sampled rows, one
+    at a time (a million-pair run's texts never come into memory at once)."""
     import pyarrow as pa
 
     from pipelines.core import io, schema
     if not path.exists():
         return pd.DataFrame(), 0
     reader = io.RowReader(path, schema.PAIRS)
-    rows = [reader.rows(int(i), int(i) + 1) for i in sample_rows(reader.num_rows, n, seed)]
+    # take: a copy of the row, so the rows kept do not keep their whole decoded row groups alive
+    rows = [reader.rows(int(i), int(i) + 1).take([0]) for i in sample_rows(reader.num_rows, n, seed)]
     return (pa.concat_tables(rows).to_pandas() if rows else pd.DataFrame()), reader.num_rows
 
 

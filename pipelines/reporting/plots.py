@@ -188,9 +188,9 @@ def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: in
         ids = sample_prompts(pool, read_run_table(run_dir, "pairs", ["prompt_id"]), n_prompts)
     else:
         ids = list(prompt_ids)
-    where = [("prompt_id", "in", ids)] if ids else None
-    shown = read_run_table(run_dir, "pairs", SCORE_COLUMNS, filters=where)
-    prompts = read_run_table(run_dir, "prompts", ["prompt_id", "messages"], filters=where)
+    where = ("prompt_id", ids) if ids else None
+    shown = read_run_table(run_dir, "pairs", SCORE_COLUMNS, rows_in=where)
+    prompts = read_run_table(run_dir, "prompts", ["prompt_id", "messages"], rows_in=where)
     selection = manifest["config"]["selection"]
     ddof = int(selection.get("params", {}).get("ddof", 0)) if selection["rule"] == "mu_2sigma" else 0
     ches_ran = any(f["name"] == "ches" for f in selection.get("pair_filters", []))
@@ -207,9 +207,12 @@ def run_figures(run_dir: Path, manifest: dict, pool: pd.DataFrame, n_prompts: in
     return {name: path for name, path in drawn.items() if path is not None}
 
 
-def read_run_table(run_dir, name: str, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
+def read_run_table(run_dir, name: str, columns: list[str] | None = None, filters=None,
+                   rows_in: tuple[str, list] | None = None) -> pd.DataFrame:
     """A table of a run directory with the file's own schema (older runs may lack columns added since: those
-    come back as nulls). columns: read only these; filters: pyarrow row filters (only matching rows)."""
+    come back as nulls). columns: read only these; filters: pyarrow row filters (only matching rows); rows_in:
+    (column, values), only the rows whose column is in values, read one row group at a time (io.read_rows_in:
+    a few rows of a large file)."""
     import pyarrow.parquet as pq
     path = Path(run_dir) / f"{name}.parquet"
     if not path.exists():
@@ -217,7 +220,11 @@ def read_run_table(run_dir, name: str, columns: list[str] | None = None, filters
         return df[columns] if columns else df
     present = pq.read_schema(path).names
     wanted = [c for c in columns if c in present] if columns else None
-    df = pq.read_table(path, columns=wanted, filters=filters).to_pandas()
+    if rows_in is not None:
+        from pipelines.core import io
+        df = io.read_rows_in(path, rows_in[0], rows_in[1], wanted).to_pandas()
+    else:
+        df = pq.read_table(path, columns=wanted, filters=filters).to_pandas()
     for c in (columns or []):
         if c not in df:
             df[c] = pd.Series([None] * len(df), dtype=schema.empty(schema.TABLES[name])[c].dtype)

@@ -56,3 +56,26 @@ def test_row_reader_ranges_across_row_groups(tmp_path):
     assert reader.num_rows == 23
     for start, stop in [(0, 5), (3, 12), (5, 10), (0, 23), (20, 30), (22, 23), (7, 7), (30, 40)]:
         assert reader.rows(start, stop).to_pydict() == table.slice(start, max(0, min(stop, 23) - start)).to_pydict()
+
+
+def test_read_rows_in_reads_only_the_row_groups_that_hold_a_match(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    table = pa.table({"k": [f"p{i % 7}" for i in range(40)], "i": list(range(40)), "s": [f"r{i}" for i in range(40)]})
+    pq.write_table(table.sort_by("k"), path, row_group_size=8)  # p0..p6 in sorted runs over 5 groups
+    wanted = ["p1", "p5", "nope"]
+    reads = []
+    real = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, **kwargs):
+        reads.append((i, tuple(columns or ())))
+        return real(self, i, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    got = io.read_rows_in(path, "k", wanted, ["i", "s"])
+    expected = table.sort_by("k").filter(pa.compute.is_in(table.sort_by("k")["k"], pa.array(wanted)))
+    assert got.to_pydict() == expected.select(["i", "s"]).to_pydict() and got.num_rows == 11
+    sorted_keys = table.sort_by("k")["k"].to_pylist()
+    holding = {g for g in range(5) if set(sorted_keys[8 * g:8 * g + 8]) & set(wanted)}
+    assert {i for i, cols in reads if cols != ("k",)} == holding and len(holding) < 5  # the others: key only
+    assert io.read_rows_in(path, "k", ["nope"], ["i"]).num_rows == 0
+    assert io.read_rows_in(path, "k", ["nope"], ["i"]).schema.names == ["i"]

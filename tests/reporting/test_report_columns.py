@@ -47,11 +47,19 @@ def test_reports_read_no_text_column(tmp_path, monkeypatch):
         reads.append((str(path).rsplit("/", 1)[-1], columns, filters))
         return real(path, *args, columns=columns, filters=filters, **kwargs)
 
+    real_rows_in = io.read_rows_in
+
+    def spy_rows_in(path, key, values, columns=None):  # the few rows of the shown prompts, group by group
+        reads.append((str(path).rsplit("/", 1)[-1], columns, [(key, "in", list(values))]))
+        return real_rows_in(path, key, values, columns)
+
     manifest, run = _finished_run(tmp_path)
     monkeypatch.setattr(pq, "read_table", spy)
+    monkeypatch.setattr(io, "read_rows_in", spy_rows_in)
     report.write_reports(run.run_dir, manifest, build._report_sample(run, _tally(run), {"math_verify": 1.0,
                                                                                       "confidence": 0.1})[1])
     assert reads and all(columns is not None for _, columns, _ in reads)
+    assert {"candidates.parquet", "prompts.parquet"} <= {name for name, _, f in reads if f and f[0][1] == "in"}
     for name, columns, filters in reads:
         texts = TEXT_COLUMNS & set(columns)
         if texts or name in ("candidates.parquet", "scores.parquet"):
