@@ -8,9 +8,12 @@ Per row (N prompts, batch_size prompts per shard; 200 -> 5,000 shards at 1M):
 1. plan: `run_core.plan_run` with build_pairs' shard keys (prompts.parquet, shards.json, one key pair per
    batch), timed in this process; then the shards are written (not timed: that is the engine's work).
 2. finalize, in a child process: `pipelines.pairs.build.finalize(run, results)` exactly as a run calls it
-   (candidates, scores, pairs, drops, manifest, plots, report.html, dataset card). Peak RSS = the child's
-   ru_maxrss (its VmHWM), which includes Python, pandas, pyarrow, matplotlib and the Run with its batches; the RSS
-   after imports and after loading the Run is printed as the floor.
+   (candidates, scores, pairs, drops, manifest, plots, report.html, dataset card). Peak RSS = the child's VmHWM
+   (/proc/self/status), which includes Python, pandas, pyarrow, matplotlib and the Run with its batches; the RSS
+   after imports and after loading the Run is printed as the floor. Not ru_maxrss: Linux's exec records the
+   high-water mark of the memory it replaces, which for a child started by subprocess (vfork, or fork) is this
+   parent's, so the child's ru_maxrss is at least this process's peak so far (1.3 GB at 1M prompts: the planned
+   prompts frame and the shard writing), whatever the finalize uses. Both are recorded, and this process's peak.
 3. shards, in another child: the local executor's loop over every batch with a batch function that does
    nothing (what run_batches and the progress lines cost per batch), the pickled size of the Run a task gets
    (`run.for_tasks()`) against the whole Run, and a batch's prompt lookup (RowReader over prompts.parquet's row
@@ -56,6 +59,11 @@ def rss_mb(field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def ru_maxrss_mb() -> float:
+    """The process's ru_maxrss; in a child, at least the parent's peak at the fork (see the module doc)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def text_pool(size: int = 32 << 20, seed: int = 0) -> str:
@@ -149,7 +157,7 @@ def child_finalize(run_path: Path) -> dict:
     manifest = build.finalize(run, results)
     wall = time.perf_counter() - t0
     files = {n: (run.run_dir / f"{n}.parquet").stat().st_size for n in ("candidates", "scores", "pairs", "drops")}
-    return {"finalize_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"finalize_s": wall, "peak_rss_mb": rss_mb("VmHWM"), "ru_maxrss_mb": ru_maxrss_mb(),
             "rss_after_imports_mb": floor_imports, "rss_with_run_mb": floor, "timings": manifest["timings"],
             "pairs": manifest["counts"]["pairs"], "candidates": manifest["counts"]["candidates"],
             "drop_rows": sum(d["n"] for d in manifest["counts"]["drops_by_reason"]), "output_bytes": files}
@@ -166,7 +174,7 @@ def child_reference(run_path: Path) -> dict:
     for name, df in tables.items():
         io.write_table(df, run.run_dir / "reference" / f"{name}.parquet", schema.TABLES[name])
     return {"finalize_s": time.perf_counter() - t0, "rss_with_run_mb": floor, "pairs": len(tables["pairs"]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": rss_mb("VmHWM"), "ru_maxrss_mb": ru_maxrss_mb()}
 
 
 def _noop_batch(run, batch, log=print):
@@ -255,7 +263,7 @@ def main() -> None:
         run_path.write_bytes(pickle.dumps(run))
         row = {"prompts": n, "k": args.k, "chars": args.chars, "batch_size": args.batch_size,
                "shards": len(run.batches), "text_gb": n * args.k * args.chars / 1e9, "plan_s": plan_s, **data,
-               "load_before": [round(x, 2) for x in load_before]}
+               "benchmark_peak_rss_mb": rss_mb("VmHWM"), "load_before": [round(x, 2) for x in load_before]}
         del run
         row["finalize"] = in_child("finalize", run_path)
         row["many_shards"] = in_child("shards", run_path, ["--child-ray"] if args.ray else [])
