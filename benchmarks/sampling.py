@@ -16,7 +16,11 @@ vLLM one `LLM.chat(conversations, SamplingParams(n=k, seed=...))`.
 With `--ignore-eos` (the default) both sides generate exactly `--max-tokens` tokens per sample (vLLM `ignore_eos`;
 transformers: the end-of-sequence ids are replaced by an id outside the vocabulary on both sides), so the two do
 the same amount of work. The two settings alternate `--repeats` times after one warm-up each; the best time of
-each is reported. overhead = pipeline / raw - 1 (targets: <= 5% transformers, <= 3% vLLM). Results:
+each is reported. overhead = pipeline / raw - 1 (targets: <= 5% transformers, <= 3% vLLM). vLLM runs four sides so
+that each comparison asks the engine for the same work: raw, raw with `logprobs=0`, the pipeline (log-probs on,
+the default: they fill logprob_sum) and the pipeline with `sampler.logprobs: false`; overhead is the pipeline
+against raw with log-probs (and, printed beside it, without them on both sides), and the log-probs' own cost is
+printed apart. Results:
 benchmarks/results/sampling-<backend>[-cuda].json (command, machine, load average, figures).
 
 `--config-from DIR` builds the model from DIR's config.json (+ `--override key=value`) with random weights and
@@ -79,10 +83,11 @@ def transformers_raw(sampler, conversations, k: int, max_tokens: int, eos_ids: l
     return outputs
 
 
-def vllm_raw(sampler, conversations, k: int, seeds: list[int], ignore_eos: bool):
+def vllm_raw(sampler, conversations, k: int, seeds: list[int], ignore_eos: bool, logprobs: bool = False):
     from vllm import SamplingParams
     params = [SamplingParams(n=k, seed=s, temperature=sampler.cfg.temperature, top_p=sampler.cfg.top_p,
-                             max_tokens=sampler.cfg.max_new_tokens, ignore_eos=ignore_eos) for s in seeds]
+                             max_tokens=sampler.cfg.max_new_tokens, ignore_eos=ignore_eos,
+                             logprobs=0 if logprobs else None) for s in seeds]
     out = sampler.llm.chat(conversations, sampling_params=params, use_tqdm=False)
     return [c.text for r in out for c in r.outputs]
 
@@ -134,19 +139,26 @@ def main(argv=None) -> dict:
             sampler.sampling_params = lambda *a, **kw: [setattr(sp, "ignore_eos", True) or sp for sp in own(*a, **kw)]
         raw = lambda: vllm_raw(sampler, conversations, args.k, seeds, args.ignore_eos)  # noqa: E731
     pipeline = lambda: stages.sample_stage(prompts, sampler, cfg)  # noqa: E731
+    sides = {"raw": raw, "pipeline": pipeline}
+    if args.backend == "vllm":  # the same work on both sides: raw asks for the log-probs the pipeline returns,
+        # and the pipeline runs once more with sampler.logprobs off (what plain raw asks for)
+        sides["raw_logprobs"] = lambda: vllm_raw(sampler, conversations, args.k, seeds, args.ignore_eos, True)
+        sides["pipeline_no_logprobs"] = lambda: with_config(sampler, cfg.model_copy(update={"logprobs": False}),
+                                                            pipeline)
 
-    times = {"raw": [], "pipeline": []}
+    times = {name: [] for name in sides}
     counts = {}
-    for rep in range(args.repeats + 1):  # the first round warms up both
-        for name, fn in (("raw", raw), ("pipeline", pipeline)):
+    for rep in range(args.repeats + 1):  # the first round warms up every side
+        for name, fn in sides.items():
             t = time.perf_counter()
             out = fn()
             elapsed = time.perf_counter() - t
             if rep:
                 times[name].append(elapsed)
-            counts[name] = len(out[0]) if name == "pipeline" else len(out)
-            if name == "pipeline":
-                counts["pipeline_tokens"] = int(out[0]["completion_tokens"].sum())
+            counts[name] = len(out[0]) if name.startswith("pipeline") else len(out)
+            if name.startswith("pipeline"):
+                counts[f"{name}_tokens"] = int(out[0]["completion_tokens"].sum())
+                counts[f"{name}_logprobs"] = int(out[0]["logprob_sum"].notna().sum())
     best = {k: min(v) for k, v in times.items()}
     samples = len(conversations) * args.k
     result = dict(backend=args.backend, model=str(model), device=getattr(sampler, "device", "vllm"),
@@ -158,15 +170,52 @@ def main(argv=None) -> dict:
                   raw_tokens_per_s=round(samples * args.max_tokens / best["raw"], 1) if args.ignore_eos else None,
                   overhead_best=round(best["pipeline"] / best["raw"] - 1, 4),
                   overhead_median=round(statistics.median(times["pipeline"]) / statistics.median(times["raw"]) - 1, 4))
+    if args.backend == "vllm":
+        # the target compares like with like: the pipeline (log-probs on, the default) against raw asking for
+        # them too, and the pipeline with them off against plain raw; plain raw vs the default pipeline is the
+        # figure the earlier table printed (it counts the log-softmax per token as overhead)
+        result.update(
+            times_s={name: [round(t, 2) for t in v] for name, v in times.items()},
+            best_s={name: round(v, 2) for name, v in best.items()},
+            pipeline_logprob_rows=counts["pipeline_logprobs"],
+            pipeline_no_logprobs_logprob_rows=counts["pipeline_no_logprobs_logprobs"],
+            overhead_vs_plain_raw_best=result["overhead_best"],
+            overhead_vs_plain_raw_median=result["overhead_median"],
+            overhead_best=ratio(best, "pipeline", "raw_logprobs"),
+            overhead_median=ratio(times, "pipeline", "raw_logprobs", statistics.median),
+            overhead_no_logprobs_best=ratio(best, "pipeline_no_logprobs", "raw"),
+            overhead_no_logprobs_median=ratio(times, "pipeline_no_logprobs", "raw", statistics.median),
+            logprobs_cost_raw_best=ratio(best, "raw_logprobs", "raw"),
+            logprobs_cost_pipeline_best=ratio(best, "pipeline", "pipeline_no_logprobs"))
     target = 0.05 if args.backend == "transformers" else 0.03
     result["target"] = target
     print(json.dumps(result, indent=1))
     print(f"pipeline sampling stage vs raw {args.backend} generate: overhead {result['overhead_best']:+.1%} "
           f"(best of {args.repeats}; median {result['overhead_median']:+.1%}; target <= {target:.0%})")
+    if args.backend == "vllm":
+        print(f"log-probs off on both sides: {result['overhead_no_logprobs_best']:+.1%} (median "
+              f"{result['overhead_no_logprobs_median']:+.1%}); default pipeline vs plain raw (the old figure): "
+              f"{result['overhead_vs_plain_raw_best']:+.1%}; the log-probs cost raw "
+              f"{result['logprobs_cost_raw_best']:+.1%}, pipeline {result['logprobs_cost_pipeline_best']:+.1%}")
     cuda = str(result["device"]).startswith("cuda") or (args.backend == "vllm" and _cuda())
     run.write(result, name=f"sampling-{args.backend}" + ("-cuda" if cuda else ""),
               engine_kwargs=getattr(sampler, "engine_kwargs", cfg.engine_kwargs))
     return result
+
+
+def with_config(sampler, cfg: SamplerConfig, fn):
+    """fn() with the sampler reading another config (e.g. logprobs off), then its own again."""
+    own, sampler.cfg = sampler.cfg, cfg
+    try:
+        return fn()
+    finally:
+        sampler.cfg = own
+
+
+def ratio(values: dict, a: str, b: str, pick=None) -> float:
+    """a / b - 1 of the best (or pick(...) of the) times."""
+    x, y = (values[a], values[b]) if pick is None else (pick(values[a]), pick(values[b]))
+    return round(x / y - 1, 4)
 
 
 def _cuda() -> bool:

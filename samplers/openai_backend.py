@@ -113,7 +113,7 @@ class OpenAISampler:
         body = {"model": self.model_name, "messages": _plain(messages), "n": n, "seed": int(seed),
                 "temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
                 "max_tokens": max_new_tokens or self.cfg.max_new_tokens, **self.api.extra_body}
-        if self.api.logprobs:
+        if self.cfg.logprobs:
             body["logprobs"] = True
         if stop:
             body["stop"] = list(stop)

@@ -110,7 +110,9 @@ class RayDataSampler:
         for i, (messages, seed) in enumerate(zip(conversations, seeds)):
             for j in range(n):
                 params = {"n": 1, "seed": int(seed) + j, "temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
-                          "max_tokens": max_tokens, "logprobs": 0}
+                          "max_tokens": max_tokens}
+                if self.cfg.logprobs:
+                    params["logprobs"] = 0
                 if stop:
                     params["stop"] = list(stop)
                 rows.append({"request": i, "sample_index": j, "messages": [dict(m) for m in messages],

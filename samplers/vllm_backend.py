@@ -130,7 +130,8 @@ class VLLMSampler:
         from vllm import SamplingParams
         extra = {"stop": list(stop)} if stop else {}
         return [SamplingParams(n=n, seed=int(s), temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                               max_tokens=max_new_tokens or self.cfg.max_new_tokens, logprobs=0, **extra)
+                               max_tokens=max_new_tokens or self.cfg.max_new_tokens,
+                               logprobs=0 if self.cfg.logprobs else None, **extra)
                 for s in seeds]
 
     def render(self, messages: list[dict], continue_final: bool = False) -> str:

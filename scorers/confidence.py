@@ -5,8 +5,8 @@ values and the mu-2sigma rule of "Finding the Sweet Spot" degenerates to max-min
 (weight 0.1, range (0, 1]) orders responses *within* the correct and the incorrect group without ever letting a
 confident wrong answer beat a correct one. Model self-certainty is a known label-free reward signal (e.g.
 "Learning to Reason without External Rewards", Zhao et al. 2025). Set its weight to 0 (or drop it from
-`scorers`) for pure correctness. The log-probabilities come free from sampling (both backends record them at
-temperature 1).
+`scorers`) for pure correctness. The log-probabilities come with sampling (every backend records them at
+temperature 1; `sampler.logprobs: false` turns them off, which a build with this scorer refuses).
 """
 
 from __future__ import annotations

