@@ -170,7 +170,15 @@ def check_same(run, manifest, rtol: float = 1e-12):
     new = {name: io.read_table(run.run_dir / f"{name}.parquet", schema.TABLES[name]) for name in ref}
     pd.testing.assert_frame_equal(new["candidates"], ref["candidates"])
     pd.testing.assert_frame_equal(new["scores"], ref["scores"])
-    pd.testing.assert_frame_equal(new["pairs"], _by_batch(run, ref["pairs"]), rtol=rtol, atol=0)
+    new_pairs, ref_pairs = new["pairs"], _by_batch(run, ref["pairs"])
+    # CHES is a difference of two large inner products, so a batch's padding moves it by an amount absolute in
+    # their scale, not in its own: -1.00512 vs -1.00500 (1.2e-4) beside -188.555483 vs -188.555371 in one run.
+    # Those columns get the absolute tolerance the drop details' numbers get below (10 x rtol)
+    ches = [c for c in ("ches", "ln_ches") if c in ref_pairs] if rtol > 1e-12 else []
+    pd.testing.assert_frame_equal(new_pairs.drop(columns=ches), ref_pairs.drop(columns=ches), rtol=rtol, atol=0)
+    for c in ches:
+        np.testing.assert_allclose(new_pairs[c].to_numpy(float), ref_pairs[c].to_numpy(float), rtol=rtol,
+                                   atol=10 * rtol, err_msg=c)
     if rtol <= 1e-12:
         pd.testing.assert_frame_equal(_rows(new["drops"]), _rows(ref["drops"]))
     else:  # the numbers in drop details (a CHES score in "ln_ches 6.79995 above ...") to rtol, the words exactly
