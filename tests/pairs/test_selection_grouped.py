@@ -162,3 +162,36 @@ def test_the_helper_thread_works_in_a_forked_child(monkeypatch):
         os._exit(0 if drop_list(got[1]) == drop_list(want[1]) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("helper_busy", [False, True])
+def test_reward_texts_pieces_from_both_threads_equal_format_g6(helper_busy, monkeypatch):
+    """pick formats the pieces the helper has not started (every piece when the helper is busy elsewhere), from
+    the back; whoever formats a piece, the texts are format_g6's for exactly the rows asked for, in row order."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(common.RewardTexts, "PIECES", 5)
+    release = threading.Event()
+    executor = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(common.RewardTexts, "_executor", executor)
+    monkeypatch.setattr(common.RewardTexts, "_pid", os.getpid())
+    if helper_busy:  # the helper's one worker is occupied until pick has formatted every piece
+        executor.submit(release.wait, 60)
+    pool = pd.DataFrame({"reward": np.random.default_rng(3).normal(size=1003)})
+    texts = common.RewardTexts(pool)
+    rows = np.sort(np.random.default_rng(4).choice(len(pool), 600, replace=False))
+    if helper_busy:
+        texts._format(False)  # pick's half of the work: with the helper busy it claims every piece
+        assert texts._next > texts._last and all(isinstance(x, pa.Array) for x in texts._texts)
+        release.set()
+    got = texts.pick(rows)
+    assert got.to_pylist() == [f"reward {v:.6g}" for v in pool["reward"].to_numpy()[rows].tolist()]
+    executor.shutdown()
+
+
+def test_reward_texts_errors_reach_the_caller(monkeypatch):
+    monkeypatch.setattr(common, "format_g6", lambda *a: (_ for _ in ()).throw(ValueError("bad piece")))
+    texts = common.RewardTexts(pd.DataFrame({"reward": np.arange(100.0)}))
+    with pytest.raises(ValueError, match="bad piece"):
+        texts.pick(np.arange(10))

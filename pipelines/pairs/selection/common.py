@@ -150,15 +150,19 @@ def prepare_rows(pool: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFr
 
 
 class RewardTexts:
-    """The not_selected detail text ("reward %.6g") of every pool row, formatted in a helper thread while the
-    prompt grouping and the rule run: at 1M candidates the 800k texts are a third of select's time, and numpy's
-    and arrow's kernels release the GIL, so a second core does them meanwhile. Rows without a reward get a
-    placeholder (they are never not_selected). `pick(pool positions)` waits for it and keeps those rows."""
+    """The not_selected detail text ("reward %.6g") of every pool row, formatted on a helper thread while the
+    prompt grouping and the rule run: at 1M candidates the texts are the largest single piece of select's work,
+    and numpy's and arrow's kernels release the GIL, so a second core does them meanwhile. The rows go in PIECES
+    pieces: the helper takes them from the front, and `pick` (the rule is done, the main thread would only wait)
+    takes the ones not yet started from the back, so both cores finish the texts together. Rows without a reward
+    get a placeholder (they are never not_selected). `pick(pool positions)` returns those rows' texts."""
 
     MIN_ROWS = 100_000  # below this a thread costs more than it saves
+    PIECES = 8
     _executor, _pid = None, None
 
     def __init__(self, pool: pd.DataFrame):
+        import threading
         from concurrent.futures import ThreadPoolExecutor
         rewards = pool["reward"].to_numpy(dtype=np.float64)
         if has_nan(rewards):
@@ -167,16 +171,45 @@ class RewardTexts:
             RewardTexts._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairsmith-details")
             RewardTexts._pid = os.getpid()
         self.rows = len(rewards)
-        self._texts = RewardTexts._executor.submit(format_g6, rewards, "reward ")
+        self._bounds = np.linspace(0, self.rows, self.PIECES + 1).astype(np.intp)
+        self._rewards = rewards
+        self._texts: list[pa.Array | BaseException | None] = [None] * self.PIECES
+        self._next, self._last = 0, self.PIECES - 1  # the helper's next piece, pick's next (from the back)
+        self._lock = threading.Lock()
+        self._helper = RewardTexts._executor.submit(self._format, True)
 
     @classmethod
     def start(cls, pool: pd.DataFrame) -> RewardTexts | None:
         return cls(pool) if len(pool) >= cls.MIN_ROWS else None
 
+    def _claim(self, front: bool) -> int | None:
+        with self._lock:
+            if self._next > self._last:
+                return None
+            if front:
+                self._next += 1
+                return self._next - 1
+            self._last -= 1
+            return self._last + 1
+
+    def _format(self, front: bool) -> None:
+        while (i := self._claim(front)) is not None:
+            try:
+                self._texts[i] = format_g6(self._rewards[self._bounds[i]:self._bounds[i + 1]], "reward ")
+            except BaseException as e:  # noqa: BLE001  (handed to pick, which raises it in the caller)
+                self._texts[i] = e
+
     def pick(self, positions: np.ndarray) -> pa.Array:
+        self._format(False)
+        self._helper.result()  # the helper's last piece
         mask = np.zeros(self.rows, dtype=bool)
         mask[positions] = True
-        return self._texts.result().filter(pa.array(mask))
+        kept = []
+        for i, texts in enumerate(self._texts):
+            if isinstance(texts, BaseException):
+                raise texts
+            kept.append(texts.filter(pa.array(mask[self._bounds[i]:self._bounds[i + 1]])))
+        return pa.concat_arrays(kept)
 
 
 def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str,
@@ -221,13 +254,15 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
     left = groups.broadcast(paired) & ~used
     if left.any():
         mask = pa.array(left)
+        # the ids first: with a helper thread on the texts, that is work done before the wait for them
+        prompt_ids, candidate_ids = _arrow(valid["prompt_id"]).filter(mask), _arrow(valid["candidate_id"]).filter(mask)
         if texts is not None:
             at = np.flatnonzero(left)
             detail = texts.pick(at if pool_rows is None else pool_rows[at])
         else:
             detail = format_g6(valid["reward"].to_numpy()[left], "reward ")
-        drops.append(schema.drop_rows(_arrow(valid["prompt_id"]).filter(mask), "select", "not_selected", detail,
-                                      rule=rule, candidate_ids=_arrow(valid["candidate_id"]).filter(mask)))
+        drops.append(schema.drop_rows(prompt_ids, "select", "not_selected", detail, rule=rule,
+                                      candidate_ids=candidate_ids))
     return pairs, (pd.concat(drops, ignore_index=True) if drops else no_drops())
 
 
