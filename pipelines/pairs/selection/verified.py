@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.core import schema
 from pipelines.pairs.selection.common import hash_uniform
-
-COLS = ["prompt_id", "candidate_id", "sample_index", "reward"]
+from pipelines.pairs.selection.details import ints_to_str, join
+from pipelines.pairs.selection.grouped import _arrow, groups_of
 
 
 def verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", threshold: float = 1.0,
              max_pairs_per_prompt: int = 1, pick: str = "reward",
              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """On integer prompt codes (grouped.Groups): one sort of the mixed prompts' rows and the pairs' positions
+    computed, not enumerated: the t-th pair of a prompt with a correct and b incorrect responses is round t // a,
+    correct i = t % a, incorrect (i + t // a) mod b (the order the rounds define), so no a x b product is built."""
     column = f"score_{correct_scorer}"
     if column not in pool:
         have = sorted(c[len("score_"):] for c in pool.columns if c.startswith("score_"))
@@ -45,36 +49,57 @@ def verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", threshold:
         raise ValueError(f"verified: pick must be reward|random, got {pick!r}")
     if max_pairs_per_prompt < 1:
         raise ValueError(f"verified: max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
-    if pool[column].isna().any():
-        bad = pool.loc[pool[column].isna(), "candidate_id"].iloc[0]
+    score = pool[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(score).any():
+        bad = pool["candidate_id"].iloc[int(np.flatnonzero(np.isnan(score))[0])]
         raise ValueError(f"verified: candidate {bad} has a reward but no {column} (a valid response needs it)")
 
-    correct = pool[column] >= threshold
-    per_prompt = correct.groupby(pool["prompt_id"]).agg(["sum", "size"])
-    none_ok = per_prompt[per_prompt["sum"] == 0]
-    all_ok = per_prompt[per_prompt["sum"] == per_prompt["size"]]
-    drops = [schema.drop_rows(none_ok.index, "select", "no_correct",
-                              [f"0 of {n} valid responses have {column} >= {threshold:g}" for n in none_ok["size"]],
-                              rule="verified"),
-             schema.drop_rows(all_ok.index, "select", "no_incorrect",
-                              [f"all {n} valid responses have {column} >= {threshold:g}" for n in all_ok["size"]],
-                              rule="verified")]
-    mixed = pool["prompt_id"].isin(per_prompt.index[(per_prompt["sum"] > 0) & (per_prompt["sum"] < per_prompt["size"])])
-    rows = pool.loc[mixed, COLS].assign(correct=correct[mixed].to_numpy())
+    groups = groups_of(pool["prompt_id"])
+    correct = score >= threshold
+    n_correct, size = groups.count(correct), groups.count()
+    order = groups.order  # prompts in prompt_id order, as a groupby gives them
+    ordered_correct, ordered_size = n_correct[order], size[order]
+    drops = []
+    for reason, prompts, text in (
+            ("no_correct", ordered_correct == 0, ("0 of ", " valid responses have")),
+            ("no_incorrect", ordered_correct == ordered_size, ("all ", " valid responses have"))):
+        at = order[prompts]
+        if len(at):
+            detail = join(text[0], ints_to_str(size[at]), f"{text[1]} {column} >= {threshold:g}")
+            drops.append(schema.drop_rows(groups.ids.take(pa.array(at)), "select", reason, detail, rule="verified"))
+
+    mixed_group = (n_correct > 0) & (n_correct < size)
+    mixed = order[mixed_group[order]]  # the prompts with pairs, in prompt_id order
+    reward = pool["reward"].to_numpy(dtype=np.float64)
+    sample = pool["sample_index"].to_numpy()
+    k = groups.uniform_run(sample)
+    if k:  # every prompt k consecutive rows in sample_index order: the mixed ones' blocks, in prompt_id order
+        rows = (groups.starts[mixed][:, None] + np.arange(k)).ravel()
+    else:
+        rows = np.flatnonzero(groups.broadcast(mixed_group))
     if pick == "random":
-        rows["key"] = hash_uniform("verified", seed, zip(rows["prompt_id"].tolist(), rows["sample_index"].tolist()))
+        key = hash_uniform("verified", seed, zip(pool["prompt_id"].to_numpy()[rows].tolist(),
+                                                 sample[rows].tolist()))
     else:  # C best first, I worst first
-        rows["key"] = np.where(rows["correct"], -rows["reward"], rows["reward"])
-    rows = rows.sort_values(["prompt_id", "key", "sample_index"], kind="stable")
-    rows["rank"] = rows.groupby(["prompt_id", "correct"], sort=False).cumcount()
-    good, bad = rows[rows["correct"]], rows[~rows["correct"]]
-    both = good.merge(bad.assign(n_bad=bad.groupby("prompt_id")["prompt_id"].transform("size")),
-                      on="prompt_id", suffixes=("_c", "_r"))
-    both["round"] = (both["rank_r"] - both["rank_c"]) % both["n_bad"]
-    both = both.sort_values(["prompt_id", "round", "rank_c"], kind="stable")
-    both = both[both.groupby("prompt_id", sort=False).cumcount() < max_pairs_per_prompt]
-    pairs = pd.DataFrame({"prompt_id": both["prompt_id"].to_numpy(), "chosen_id": both["candidate_id_c"].to_numpy(),
-                          "rejected_id": both["candidate_id_r"].to_numpy(),
-                          "chosen_score": both["reward_c"].to_numpy(), "rejected_score": both["reward_r"].to_numpy()})
-    drops = [d for d in drops if len(d)]
+        key = np.where(correct[rows], -reward[rows], reward[rows])
+    # each mixed prompt's correct rows (by key, then sample_index), then its incorrect ones
+    if k:  # a sort inside each block of k (lexsort is stable: ties keep the block's sample_index order)
+        within = np.lexsort((key.reshape(-1, k), ~correct[rows].reshape(-1, k)), axis=1)
+        rows = np.take_along_axis(rows.reshape(-1, k), within, axis=1).ravel()
+    else:
+        rank_of_group = np.empty(groups.n, dtype=np.intp)
+        rank_of_group[order] = np.arange(groups.n)
+        rows = rows[np.lexsort((sample[rows], key, ~correct[rows], rank_of_group[groups.codes[rows]]))]
+    a, b = n_correct[mixed], size[mixed] - n_correct[mixed]
+    n_pairs = np.minimum(max_pairs_per_prompt, a * b)
+    first_row = np.concatenate([[0], np.cumsum(size[mixed])[:-1]]).astype(np.intp)  # each prompt's block in rows
+    prompt = np.repeat(np.arange(len(mixed)), n_pairs)
+    t = np.arange(len(prompt)) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    i, r = t % a[prompt], t // a[prompt]
+    chosen = rows[first_row[prompt] + i]
+    rejected = rows[first_row[prompt] + a[prompt] + (i + r) % b[prompt]]
+    ids = _arrow(pool["candidate_id"])
+    pairs = pa.table({"prompt_id": groups.ids.take(pa.array(mixed[prompt])), "chosen_id": ids.take(pa.array(chosen)),
+                      "rejected_id": ids.take(pa.array(rejected)), "chosen_score": reward[chosen],
+                      "rejected_score": reward[rejected]}).to_pandas()
     return pairs, pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS)
