@@ -34,11 +34,32 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    info.update(memory_facts())
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpus"] = torch.cuda.device_count()
     return info
+
+
+def memory_facts() -> dict:
+    """What decides the cost of a first touch of memory: the kernel's transparent-huge-page mode, and whether a
+    virtio balloon reports free pages to the hypervisor (VIRTIO_BALLOON_F_REPORTING, feature bit 5): then memory a
+    process freed more than ~2 s ago goes back to the host, and the next 2 MB page made of it costs a host fault
+    (benchmarks/RESULTS.md, "Selection": 0.34-0.56 s instead of 0.044 s to fill 256 MiB of huge pages)."""
+    facts = {}
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        facts["transparent_hugepage"] = mode[mode.index("[") + 1:mode.index("]")]
+    except (OSError, ValueError):
+        pass
+    for device in Path("/sys/bus/virtio/devices").glob("*"):
+        try:
+            if int((device / "device").read_text(), 16) == 5:  # the balloon
+                facts["free_page_reporting"] = (device / "features").read_text()[5] == "1"
+        except (OSError, ValueError, IndexError):
+            pass
+    return facts
 
 
 def git_commit() -> str | None:

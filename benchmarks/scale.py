@@ -18,6 +18,8 @@ Per row (N prompts, batch_size prompts per shard; 200 -> 5,000 shards at 1M):
    nothing (what run_batches and the progress lines cost per batch), the pickled size of the Run a task gets
    (`run.for_tasks()`) against the whole Run, and a batch's prompt lookup (RowReader over prompts.parquet's row
    groups) against reading prompts.parquet whole; with --ray also 5,000 empty Ray tasks through the Ray executor.
+--finalize-env NAME=VALUE (repeatable): an A/B of the finalize child with and without that environment (e.g. an
+allocator switch read at import), interleaved, --finalize-repeats runs each, the outputs' bytes asserted equal.
 --reference: the finalize this project had before this benchmark (gather every shard into pandas, select once,
 write the four tables; no reports), in its own child, for rows up to --reference-max prompts (it needs ~35-60 KB
 of RAM per prompt).
@@ -25,14 +27,15 @@ of RAM per prompt).
 Synthetic data: each response is a 2,000-character slice at a random offset of a fixed 32 MB text of words drawn
 from a 5,000-word vocabulary (Zipf weights), so texts are distinct and compress like prose (~2.5x with Parquet's
 snappy); rewards are a 0/1 score (p = 0.3) + 0.1 x a uniform one, the default reward's shape, and 0.1% of the
-candidates carry a scorer error. Default selection (mu_2sigma, no filters). Shards and run directories go to
---workdir and are deleted after each row (--keep leaves them).
+candidates carry a scorer error. Selection: build_pairs' default (`verified`, 2 pairs per prompt, no filters).
+Shards and run directories go to --workdir and are deleted after each row (--keep leaves them).
 Results: benchmarks/results/scale.json (command, machine, load average before and after each row, figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -147,7 +150,7 @@ def results_of(run):
 
 def child_finalize(run_path: Path) -> dict:
     import pipelines.pairs.finalize  # noqa: F401  (imports before the floor reading)
-    import pipelines.pairs.selection.mu_2sigma  # noqa: F401
+    import pipelines.pairs.selection.verified  # noqa: F401  (the default rule)
     from pipelines.pairs import build
     floor_imports = rss_mb()
     run = pickle.loads(run_path.read_bytes())
@@ -157,7 +160,10 @@ def child_finalize(run_path: Path) -> dict:
     manifest = build.finalize(run, results)
     wall = time.perf_counter() - t0
     files = {n: (run.run_dir / f"{n}.parquet").stat().st_size for n in ("candidates", "scores", "pairs", "drops")}
-    return {"finalize_s": wall, "peak_rss_mb": rss_mb("VmHWM"), "ru_maxrss_mb": ru_maxrss_mb(),
+    peak, ru_peak = rss_mb("VmHWM"), ru_maxrss_mb()
+    # after the peak reading: the A/B (--finalize-env) asserts its sides wrote the same bytes
+    digests = {n: hashlib.sha256((run.run_dir / f"{n}.parquet").read_bytes()).hexdigest() for n in ("pairs", "drops")}
+    return {"sha256": digests, "finalize_s": wall, "peak_rss_mb": peak, "ru_maxrss_mb": ru_peak,
             "rss_after_imports_mb": floor_imports, "rss_with_run_mb": floor, "timings": manifest["timings"],
             "pairs": manifest["counts"]["pairs"], "candidates": manifest["counts"]["candidates"],
             "drop_rows": sum(d["n"] for d in manifest["counts"]["drops_by_reason"]), "output_bytes": files}
@@ -213,13 +219,39 @@ def child_shards(run_path: Path, with_ray: bool) -> dict:
     return out
 
 
-def in_child(kind: str, run_path: Path, extra: list[str] = ()) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+def in_child(kind: str, run_path: Path, extra: list[str] = (), env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(env_extra or {}))
     out = subprocess.run([sys.executable, __file__, "--child", kind, str(run_path), *extra], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def finalize_ab(run_path: Path, env: dict, repeats: int, first: dict) -> dict:
+    """The finalize child with and without `env`, interleaved (plain, env, plain, env, ...; the row's first plain
+    finalize counts as the first plain run): wall time, select time and peak RSS of each, identical outputs."""
+    runs = {"plain": [first], "with_env": []}
+    for i in range(repeats):
+        if i:
+            runs["plain"].append(in_child("finalize", run_path))
+        runs["with_env"].append(in_child("finalize", run_path, env_extra=env))
+    outputs = {json.dumps([r["pairs"], r["drop_rows"], r["candidates"], r["sha256"]])
+               for rs in runs.values() for r in rs}
+    assert len(outputs) == 1, f"finalize outputs differ with {env}: {outputs}"
+    out = {"environment": env, "repeats": repeats}
+    for side, rs in runs.items():
+        out[side] = {"finalize_s": [round(r["finalize_s"], 3) for r in rs],
+                     "select_s": [r["timings"]["select_s"] for r in rs],
+                     "write_s": [r["timings"]["write_s"] for r in rs],
+                     "peak_rss_mb": [round(r["peak_rss_mb"]) for r in rs]}
+    best = {side: min(v["finalize_s"]) for side, v in ((s, out[s]) for s in runs)}
+    out["with_env_vs_plain_best"] = round(best["with_env"] / best["plain"], 4)
+    print(f"          finalize A/B {env}: best {best['plain']:.2f} s plain vs {best['with_env']:.2f} s with it "
+          f"({out['with_env_vs_plain_best']:.3f}x); select {min(out['plain']['select_s']):.3f} vs "
+          f"{min(out['with_env']['select_s']):.3f} s; peak RSS {max(out['plain']['peak_rss_mb'])} vs "
+          f"{max(out['with_env']['peak_rss_mb'])} MB", flush=True)
+    return out
 
 
 def machine() -> dict:
@@ -241,6 +273,10 @@ def main() -> None:
     ap.add_argument("--reference-max", type=int, default=10_000, help="... for rows of at most this many prompts")
     ap.add_argument("--ray", action="store_true", help="also empty tasks through the Ray executor")
     ap.add_argument("--keep", action="store_true", help="keep the shards and run directories")
+    ap.add_argument("--finalize-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="A/B: also run the finalize child with this in its environment (repeatable), interleaved "
+                         "with the plain one, --finalize-repeats times each (e.g. MIMALLOC_ALLOW_THP=0)")
+    ap.add_argument("--finalize-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     ap.add_argument("--child", nargs=2, metavar=("KIND", "RUN"), help=argparse.SUPPRESS)
     ap.add_argument("--child-ray", action="store_true", help=argparse.SUPPRESS)
@@ -266,6 +302,9 @@ def main() -> None:
                "benchmark_peak_rss_mb": rss_mb("VmHWM"), "load_before": [round(x, 2) for x in load_before]}
         del run
         row["finalize"] = in_child("finalize", run_path)
+        if args.finalize_env:
+            row["finalize_ab"] = finalize_ab(run_path, dict(kv.split("=", 1) for kv in args.finalize_env),
+                                             args.finalize_repeats, row["finalize"])
         row["many_shards"] = in_child("shards", run_path, ["--child-ray"] if args.ray else [])
         if args.reference and n <= args.reference_max:
             row["reference"] = in_child("reference", run_path)

@@ -1,6 +1,7 @@
 """Vectorised `select` vs a per-prompt Python loop (RLHFlow style: loop over prompts, argmax, argmin).
 
     python benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
+    python benchmarks/selection.py --thp off       # both sides without transparent huge pages (see below)
 
 Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on the selection only:
 - vectorised: `pipelines.pairs.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
@@ -14,7 +15,13 @@ per run) and a second on a deep copy of the pool (what later calls in the same p
 on this VM fresh pages and a fuller heap make either one the slower depending on the machine's state). The CPU
 time of the first call is recorded too: the vectorised side uses a second core for the drop details.
 Best (and median) of --repeats runs per side, interleaved; the ratios are of runs in this one invocation.
-Results: benchmarks/results/selection.json (command, machine, load average, figures).
+--thp off: every side's process turns transparent huge pages off for itself (prctl PR_SET_THP_DISABLE) before it
+builds the pool, so every side faults 4 KB pages. On a VM whose balloon reports free pages to the host (the JSON's
+machine.free_page_reporting), a 2 MB page made of memory freed a few seconds earlier costs a host fault, 8-13x the
+time of a reused one: select's first call (arrow's and numpy's large buffers are huge pages) then pays 0.02-0.3 s
+by when the pages it gets were freed, which the loop (4 KB pymalloc arenas) does not. The default keeps the
+kernel's behaviour: what a user gets.
+Results: benchmarks/results/selection.json, selection-thp-off.json (command, machine, load average, figures).
 """
 
 from __future__ import annotations
@@ -89,9 +96,26 @@ def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
     return pairs, None
 
 
-def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
+def thp_off() -> None:
+    """Transparent huge pages off for this process (and its children), as MIMALLOC_ALLOW_THP=0 does at load."""
+    import ctypes
+    PR_SET_THP_DISABLE = 41
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE)")
+
+
+def thp_enabled() -> str | None:
+    for line in open("/proc/self/status"):
+        if line.startswith("THP_enabled:"):
+            return line.split()[1]
+    return None
+
+
+def run_side(side: str, rule: str, n_prompts: int, k: int, thp: str = "default") -> dict:
     """Two timed calls in this fresh process: the first on the pool, the second on a deep copy of it (new arrow
     arrays: select's per-array cache of prompt codes cannot help). Peak RSS: after the first call."""
+    if thp == "off":
+        thp_off()
     from pipelines.pairs.selection import common, select  # imported outside the timed region
     if side == "select-1-thread":  # the details formatted inline, not on a helper thread
         common.RewardTexts.MIN_ROWS = 2**62
@@ -132,7 +156,8 @@ def run_side(side: str, rule: str, n_prompts: int, k: int) -> dict:
     assert (0 if drops2 is None else len(drops2)) == n_drops
     return {"seconds": warm, "cold_seconds": cold, "cpu_seconds": call.cpu, "cold_cpu_seconds": cold_cpu,
             "peak_rss_mb": peak / 1024, "pool_rss_mb": base / 1024,
-            "pairs_sha256": digest, "n_pairs": len(pairs), "n_drops": n_drops, "drops_sha256": drops_digest}
+            "pairs_sha256": digest, "n_pairs": len(pairs), "n_drops": n_drops, "drops_sha256": drops_digest,
+            "thp_enabled": thp_enabled()}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,22 +165,25 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rules", default="max_min,mu_2sigma")
-    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/selection.json)")
+    ap.add_argument("--thp", choices=("default", "off"), default="default",
+                    help="off: every side without transparent huge pages")
+    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/selection[-thp-off].json)")
     ap.add_argument("--side", nargs=2, metavar=("SIDE", "RULE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        print(json.dumps(run_side(*args.side, args.prompts, args.k)))
+        print(json.dumps(run_side(*args.side, args.prompts, args.k, args.thp)))
         return
-    run = record.Run("selection", args.out)
+    run = record.Run("selection" if args.thp == "default" else "selection-thp-off", args.out)
     sides = ("vectorised", "select-1-thread", "loop", "loop+drops")
     figures = {"prompts": args.prompts, "k": args.k, "candidates": args.prompts * args.k, "repeats": args.repeats,
-               "rules": {}}
+               "thp": args.thp, "rules": {}}
     for rule in args.rules.split(","):
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for _ in range(args.repeats):
             for side in sides:  # interleaved, so a burst of load from other users hits every side alike
-                out = subprocess.run([sys.executable, __file__, "--side", side, rule, "--prompts", str(args.prompts),
-                                      "--k", str(args.k)], capture_output=True, text=True, check=True)
+                command = [sys.executable, __file__, "--side", side, rule, "--prompts", str(args.prompts),
+                           "--k", str(args.k), "--thp", args.thp]
+                out = subprocess.run(command, capture_output=True, text=True, check=True)
                 runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
         digests = {r["pairs_sha256"] for rs in runs.values() for r in rs}
         assert len(digests) == 1, f"{rule}: pairs differ between sides"
@@ -195,6 +223,7 @@ def main() -> None:
                                  for v in ("vectorised", "select-1-thread")},
             "peak_rss_mb": {s: round(max(r["peak_rss_mb"] for r in rs)) for s, rs in runs.items()},
             "pool_rss_mb": round(runs["vectorised"][0]["pool_rss_mb"]),
+            "thp_enabled": sorted({str(r["thp_enabled"]) for rs in runs.values() for r in rs}),  # /proc/self/status
         }
     run.write(figures)
 
