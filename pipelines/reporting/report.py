@@ -181,6 +181,9 @@ def dataset_card(manifest: dict, models: list[str] | None = None) -> str:
     columns = ", ".join(f"`{f.name}`" for f in schema.PAIRS)
     audit = "\n".join(f"| {what} | {value} |" for what, value in _audit_rows(manifest))
     resolved = f" (loaded as {', '.join(f'`{m}`' for m in models)})" if models and models != [s["model"]] else ""
+    count_cells = [c["prompts_in"], c["prompts_loaded"], c["candidates"], f"{c['scores']} ({c['score_errors']})",
+                   c["pairs"], c["prompts_paired"], c["prompts_dropped"]]
+    counts = "| " + " | ".join(str(v) for v in count_cells) + " |"
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
 ---
@@ -205,7 +208,7 @@ in `drops.parquet` with a reason.
 
 | prompts in | loaded | candidates | scores (errors) | pairs | prompts paired | prompts dropped |
 |---|---|---|---|---|---|---|
-| {c['prompts_in']} | {c['prompts_loaded']} | {c['candidates']} | {c['scores']} ({c['score_errors']}) | {c['pairs']} | {c['prompts_paired']} | {c['prompts_dropped']} |
+{counts}
 
 ### Pair audit
 
