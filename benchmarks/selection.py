@@ -1,13 +1,15 @@
 """Vectorised `select` vs a per-prompt Python loop (RLHFlow style: loop over prompts, argmax, argmin).
 
-    python benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma]
+    python benchmarks/selection.py [--prompts 100000] [--k 10] [--repeats 3] [--rules max_min,mu_2sigma,verified]
     python benchmarks/selection.py --thp off       # both sides without transparent huge pages (see below)
 
 Sides, each in its own subprocess (so peak RSS, ru_maxrss, is its own), timed on the selection only:
 - vectorised: `pipelines.pairs.selection.select(pool, rule)`: pairs AND every drop row (the not_selected rows of the
   k-2 unused candidates of each prompt: 800k rows at 1M candidates), the details on a helper thread;
 - select-1-thread: the same with the details formatted inline (one core);
-- loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only;
+- loop: what RLHFlow's script does: group rows by prompt, argmax/argmin per prompt, pairs only (verified, the
+  default rule: correct sorted best first, incorrect worst first, 2 pairs in rounds, on a pool of 0/1 scores
+  + 0.1 x a uniform reward);
 - loop+drops: the same loop also writing the drop rows select writes (same reasons and detail text), as a frame.
 Pairs are asserted identical across the three sides, and select's drop rows identical to loop+drops' (prompt,
 candidate, reason, detail text). Each side's process times two calls: the first (what a build pays: one select
@@ -47,13 +49,25 @@ from benchmarks import record  # noqa: E402
 EPS = 1e-12
 
 
-def synthetic_pool(n_prompts: int, k: int) -> pd.DataFrame:
+VERIFIED_CAP = 2  # build_pairs' default max_pairs_per_prompt for verified
+RULE_PARAMS = {"verified": {"max_pairs_per_prompt": VERIFIED_CAP}}
+CORRECT = "score_math_verify"
+
+
+def synthetic_pool(n_prompts: int, k: int, rule: str = "max_min") -> pd.DataFrame:
+    """Uniform rewards; for verified, the default reward's shape instead: a 0/1 verifier score (p = 0.3) + 0.1 x a
+    uniform one, and the score column the rule reads."""
     rng = np.random.default_rng(0)
     pids = np.char.mod("%016x", rng.integers(0, 2**62, n_prompts)).astype(object)
     cids = np.char.mod("%016x", rng.integers(0, 2**62, n_prompts * k)).astype(object)
-    return pd.DataFrame({"prompt_id": np.repeat(pids, k), "candidate_id": cids,
+    pool = pd.DataFrame({"prompt_id": np.repeat(pids, k), "candidate_id": cids,
                          "sample_index": np.tile(np.arange(k, dtype=np.int32), n_prompts),
                          "reward": rng.random(n_prompts * k), "error": None})
+    if rule == "verified":
+        score = (np.random.default_rng(1).random(len(pool)) < 0.3).astype(np.float64)
+        pool[CORRECT] = score
+        pool["reward"] = score + 0.1 * pool["reward"]
+    return pool
 
 
 def pick(rule: str, rewards: np.ndarray) -> tuple[int, int]:
@@ -66,7 +80,39 @@ def pick(rule: str, rewards: np.ndarray) -> tuple[int, int]:
     return i, int(np.argmin(d))
 
 
+def loop_verified(pool: pd.DataFrame, with_drops: bool):
+    """verified per prompt: correct (score >= 1) best first, incorrect worst first (ties by sample_index, the row
+    order here), pairs in rounds up to the cap: pair t is correct t % a vs incorrect (t % a + t // a) % b."""
+    groups: dict[str, list] = {}
+    for p, c, r, s in zip(pool["prompt_id"], pool["candidate_id"], pool["reward"], pool[CORRECT]):
+        groups.setdefault(p, []).append((c, r, s >= 1.0))
+    pairs, drops = [], []
+    for p, rows in groups.items():
+        good = sorted((x for x in rows if x[2]), key=lambda x: -x[1])  # sorted is stable: ties keep row order
+        bad = sorted((x for x in rows if not x[2]), key=lambda x: x[1])
+        if not good or not bad:
+            if with_drops:
+                drops.append((p, None, "select", "verified", "no_incorrect" if good else "no_correct",
+                              f"{'all' if good else '0 of'} {len(rows)} valid responses have {CORRECT} >= 1"))
+            continue
+        used = set()
+        for t in range(min(VERIFIED_CAP, len(good) * len(bad))):
+            i = t % len(good)
+            chosen, rejected = good[i], bad[(i + t // len(good)) % len(bad)]
+            if chosen[1] - rejected[1] > EPS or rejected[1] - chosen[1] > EPS:  # select drops equal rewards
+                pairs.append((p, chosen[0], rejected[0]))
+                used |= {chosen[0], rejected[0]}
+        if with_drops:
+            drops += [(p, c, "select", "verified", "not_selected", f"reward {r:.6g}")
+                      for c, r, _ in rows if c not in used]
+    if with_drops:
+        return pairs, pd.DataFrame(drops, columns=["prompt_id", "candidate_id", "stage", "rule", "reason", "detail"])
+    return pairs, None
+
+
 def loop(pool: pd.DataFrame, rule: str, with_drops: bool):
+    if rule == "verified":
+        return loop_verified(pool, with_drops)
     groups: dict[str, list] = {}
     for p, c, r in zip(pool["prompt_id"], pool["candidate_id"], pool["reward"]):
         groups.setdefault(p, []).append((c, r))
@@ -127,7 +173,7 @@ def run_side(side: str, rule: str, n_prompts: int, k: int, thp: str = "default")
     def call(pool):
         t0, c0 = time.perf_counter(), cpu()
         if side in ("vectorised", "select-1-thread"):
-            df, drops = select(pool, rule)
+            df, drops = select(pool, rule, RULE_PARAMS.get(rule))
             dt = time.perf_counter() - t0
             pairs = list(zip(df["prompt_id"], df["chosen_id"], df["rejected_id"]))
         else:
@@ -136,7 +182,7 @@ def run_side(side: str, rule: str, n_prompts: int, k: int, thp: str = "default")
         call.cpu = cpu() - c0
         return dt, pairs, drops
 
-    pool = synthetic_pool(n_prompts, k)
+    pool = synthetic_pool(n_prompts, k, rule)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cold, pairs, drops = call(pool)
     cold_cpu = call.cpu
@@ -164,7 +210,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=100_000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rules", default="max_min,mu_2sigma")
+    ap.add_argument("--rules", default="max_min,mu_2sigma,verified")
     ap.add_argument("--thp", choices=("default", "off"), default="default",
                     help="off: every side without transparent huge pages")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/selection[-thp-off].json)")
