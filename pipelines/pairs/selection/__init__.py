@@ -21,10 +21,12 @@ import dataclasses
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipelines.core.registry import lookup
 from pipelines.pairs.selection import common
+from pipelines.pairs.selection.grouped import groups_of
 
 RULES = {
     "max_min": "pipelines.pairs.selection.max_min:max_min",
@@ -99,9 +101,12 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     pairs, rule_drops = out if isinstance(out, tuple) else (out, common.no_drops())
     all_drops.append(rule_drops)
     # what the rule dropped itself must not get a second, generic row (tie / not_selected) from finish
-    rest = unclaimed(valid, pairs, rule_drops, rule)
-    same = not pool_filters and rest is valid  # finish's rows are prepare's: the texts' positions hold
-    pairs, more = common.finish(pool, rest, pairs, rule, texts if same else None, pool_rows)
+    rest, kept = unclaimed(valid, pairs, rule_drops, rule)
+    if kept is not None:
+        pool_rows = np.flatnonzero(kept) if pool_rows is None else pool_rows[kept]
+        pairs = common.rows_in(pairs, kept)
+    # without pool filters finish's rows are pool rows (pool_rows says which): the texts' positions hold
+    pairs, more = common.finish(pool, rest, pairs, rule, None if pool_filters else texts, pool_rows)
     all_drops.append(more)
     ctx = dataclasses.replace(ctx, pool=valid) if ctx is not None else \
         SelectionContext(candidates=None, prompts=None, pool=valid)
@@ -114,17 +119,21 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     return pairs, pd.concat(nonempty, ignore_index=True) if nonempty else drops
 
 
-def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame, rule: str) -> pd.DataFrame:
+def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame,
+              rule: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The valid pool less what the rule's own drop rows account for: prompt-level rows remove the prompt
-    (which must then have no pair), candidate-level rows remove the candidate."""
+    (which must then have no pair), candidate-level rows remove the candidate. Also the mask of valid's rows
+    kept (None: all of them, and the frame is valid itself)."""
     if rule_drops.empty:
-        return valid
+        return valid, None
     whole = rule_drops["candidate_id"].isna()
     dropped_prompts = rule_drops.loc[whole, "prompt_id"]
     both = common.isin(pairs["prompt_id"], dropped_prompts)
     if both.any():
         raise RuntimeError(f"rule {rule} dropped prompt(s) {sorted(set(pairs.loc[both, 'prompt_id']))[:5]} "
                            "and also paired them")
-    gone = common.isin(valid["prompt_id"], dropped_prompts) | \
-        common.isin(valid["candidate_id"], rule_drops.loc[~whole, "candidate_id"])
-    return valid[~gone]
+    groups = groups_of(valid["prompt_id"])  # the prompts matched once each, not once per row
+    gone = groups.broadcast(common.isin(pd.Series(groups.ids.to_pandas()), dropped_prompts).to_numpy())
+    if not whole.all():
+        gone = gone | common.isin(valid["candidate_id"], rule_drops.loc[~whole, "candidate_id"]).to_numpy()
+    return valid[~gone], ~gone

@@ -212,6 +212,21 @@ class RewardTexts:
         return pa.concat_arrays(kept)
 
 
+def rows_in(pairs: pd.DataFrame, kept: np.ndarray) -> pd.DataFrame:
+    """pairs whose row positions (ROW_COLUMNS, into a pool) are moved to that pool's rows where kept is True. A
+    pair must not use a row that is not kept (the rule dropped a candidate it paired: a bug in the rule)."""
+    if not all(c in pairs for c in ROW_COLUMNS):
+        return pairs
+    position = np.cumsum(kept) - 1
+    moved = {}
+    for c in ROW_COLUMNS:
+        rows = pairs[c].to_numpy()
+        if not kept[rows].all():
+            raise RuntimeError("a rule paired a candidate it also dropped")
+        moved[c] = position[rows]
+    return pairs.assign(**moved)
+
+
 def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str,
            texts: RewardTexts | None = None, pool_rows: np.ndarray | None = None):
     """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier.

@@ -31,7 +31,7 @@ import pyarrow as pa
 from pipelines.core import schema
 from pipelines.pairs.selection.common import hash_uniform
 from pipelines.pairs.selection.details import ints_to_str, join
-from pipelines.pairs.selection.grouped import _arrow, groups_of
+from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of
 
 
 def verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", threshold: float = 1.0,
@@ -101,5 +101,6 @@ def verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", threshold:
     ids = _arrow(pool["candidate_id"])
     pairs = pa.table({"prompt_id": groups.ids.take(pa.array(mixed[prompt])), "chosen_id": ids.take(pa.array(chosen)),
                       "rejected_id": ids.take(pa.array(rejected)), "chosen_score": reward[chosen],
-                      "rejected_score": reward[rejected]}).to_pandas()
+                      "rejected_score": reward[rejected],  # and where they are, for select (no id matching)
+                      ROW_COLUMNS[0]: chosen, ROW_COLUMNS[1]: rejected}).to_pandas()
     return pairs, pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS)

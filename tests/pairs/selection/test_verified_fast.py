@@ -119,3 +119,29 @@ def pandas_verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", thr
                           "chosen_score": both["reward_c"].to_numpy(), "rejected_score": both["reward_r"].to_numpy()})
     drops = [d for d in drops if len(d)]
     return pairs, pd.concat(drops, ignore_index=True) if drops else schema.empty(schema.DROPS)
+
+
+@pytest.mark.parametrize("layout", ["uniform", "shuffled"])
+def test_select_with_it_equals_select_with_the_pandas_version(monkeypatch, layout):
+    """select's path for a rule that returns row positions and drops prompts (positions moved to the rows left,
+    the not_selected texts from the helper thread) against its id-matching path (the pandas rule returns no
+    positions): the same pairs and the same drop rows, detail texts included; with scorer errors in the pool."""
+    import pipelines.pairs.selection as selection
+    from pipelines.pairs.selection import common
+
+    pool = random_pool(5, layout=layout)
+    broken = pool.sample(n=40, random_state=1).index
+    pool.loc[broken, "reward"] = np.nan
+    pool.loc[broken, "error"] = "scorer failed"
+    monkeypatch.setattr(common.RewardTexts, "MIN_ROWS", 0)  # the helper thread at this size too
+    params = {"max_pairs_per_prompt": 2}
+    pairs, drops = select(pool, "verified", params)
+    rule = selection.get_rule
+    monkeypatch.setattr(selection, "get_rule", lambda name: pandas_verified if name == "verified" else rule(name))
+    want_pairs, want_drops = select(pool, "verified", params)
+    assert set(drops["reason"]) >= {"not_selected", "no_correct", "no_incorrect", "score_error"}
+    assert rows(pairs, list(want_pairs.columns)) == rows(want_pairs, list(want_pairs.columns))
+    key = ["prompt_id", "candidate_id", "reason"]
+    assert sorted(rows(drops, list(want_drops.columns)), key=repr) == \
+        sorted(rows(want_drops, list(want_drops.columns)), key=repr)
+    assert len(drops.drop_duplicates(key)) == len(drops)
