@@ -11,6 +11,7 @@ collects rows and hands them to it), which refuses a reason that is not in REASO
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import numpy as np
@@ -227,10 +228,31 @@ class DropLog:
         return drop_rows(prompt_ids, stages, reasons, details, rules, candidate_ids)
 
 
-def _column(value, n: int) -> pa.Array:
+def _column(value, n: int) -> pa.Array | pa.ChunkedArray:
     if value is None or isinstance(value, str):
-        return pa.repeat(pa.scalar(value, pa.large_string()), n)
+        return constant(value, n)
     return _strings(value)
+
+
+CONSTANT_BLOCK_ROWS = 1 << 15
+
+
+def constant(value: str | None, n: int) -> pa.Array | pa.ChunkedArray:
+    """n copies of value as a large_string column. Beyond one block, chunks that all point at one cached block of
+    that value: no memory and no fill per row. (At 1M candidates select's not_selected rows have three constant
+    columns, stage/rule/reason: 39 MB of fresh pages per call as pa.repeat, its largest single cost where fresh
+    pages fault slowly.) A block is 32k rows, at most ~1 MB for a value of 24 characters; 64 values are kept."""
+    scalar = pa.scalar(value, pa.large_string())
+    if n <= CONSTANT_BLOCK_ROWS:
+        return pa.repeat(scalar, n)  # not a slice of the block: a pickled slice carries the whole block
+    full, rest = divmod(n, CONSTANT_BLOCK_ROWS)
+    return pa.chunked_array([_block(value)] * full + ([pa.repeat(scalar, rest)] if rest else []),
+                            type=pa.large_string())
+
+
+@functools.lru_cache(maxsize=64)
+def _block(value: str | None) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.large_string()), CONSTANT_BLOCK_ROWS)
 
 
 def _distinct(column: pa.Array, given) -> list:
@@ -239,10 +261,11 @@ def _distinct(column: pa.Array, given) -> list:
     return [v for v in pa.compute.unique(column).to_pylist() if v is not None]
 
 
-def _strings(values) -> pa.Array:
-    """Any sequence of strings (None/NaN = null) as an arrow large_string array."""
+def _strings(values) -> pa.Array | pa.ChunkedArray:
+    """Any sequence of strings (None/NaN = null) as an arrow large_string array (a chunked one stays chunked: a
+    table takes its chunks as they are, without a copy)."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        pass
     elif isinstance(values, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
         values = pa.array(values if isinstance(values, pd.api.extensions.ExtensionArray) else values.array,
                           from_pandas=True)

@@ -44,3 +44,17 @@ def test_drop_rows_accepts_sequences_series_and_arrow():
         schema.drop_rows(["a"], "select", "tie", ["x", "y"])
     with pytest.raises(ValueError, match="unknown drop reason"):
         schema.drop_rows(["a"], "select", "nope")
+
+
+def test_long_constant_columns_share_one_block_and_small_ones_pickle_small():
+    import pickle
+    n = 3 * schema.CONSTANT_BLOCK_ROWS + 5
+    d = schema.drop_rows([f"p{i}" for i in range(n)], "select", "not_selected", rule="max_min")
+    assert (d["reason"] == "not_selected").all() and (d["rule"] == "max_min").all() and len(d) == n
+    assert (d["stage"] == "select").sum() == n and d["detail"].eq("").all()
+    chunks = d["reason"].array._pa_array.chunks
+    assert len(chunks) == 4 and len({c.buffers()[2].address for c in chunks[:3]}) == 1  # one block, no copies
+    assert schema.constant(None, n).null_count == n
+    small = schema.constant("not_selected", 3)
+    assert small.to_pylist() == ["not_selected"] * 3
+    assert len(pickle.dumps(small)) < 1000  # its own 3 rows, not a slice of the cached block

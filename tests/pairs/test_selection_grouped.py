@@ -92,10 +92,15 @@ def test_consecutive_and_shuffled_rows_select_the_same(rule, params):
 def test_groups_find_runs_only_when_no_prompt_comes_back():
     ids = pd.Series(["b", "b", "a", "c", "c", "c"])
     g = groups_of(ids)
+    assert "codes" not in g.__dict__  # runs: the per-row codes are built only when asked for
+    mask = np.array([False, True, False, False, False, True])
+    assert g.any(mask).tolist() == [True, False, True] and "codes" not in g.__dict__
     assert g.starts.tolist() == [0, 2, 3] and g.codes.tolist() == [0, 0, 1, 2, 2, 2]
+    assert not g.codes.flags.writeable  # shared through the cache
     assert g.ids.to_pylist() == ["b", "a", "c"] and g.order.tolist() == [1, 0, 2]
     back = groups_of(pd.Series(["b", "a", "b", "c"]))  # "b" comes back: not consecutive
     assert back.starts is None and back.codes.tolist() == [0, 1, 0, 2] and back.ids.to_pylist() == ["b", "a", "c"]
+    assert back.any(np.array([False, False, True, False])).tolist() == [True, False, False]
     values = np.array([3.0, 1.0, 5.0, 2.0, 9.0, 4.0])
     assert g.extreme(values).tolist() == [1.0, 5.0, 2.0] and g.extreme(values, lowest=False).tolist() == [3.0, 5.0, 9.0]
     sub = g.subset(np.array([True, False, False, True, False, True]))  # "a" loses its only row

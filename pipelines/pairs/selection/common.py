@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import ids, schema
-from pipelines.pairs.selection.details import format_g6, ints_to_str, join
+from pipelines.pairs.selection.details import TEXT, format_g6, ints_to_str, join
 from pipelines.pairs.selection.grouped import ROW_COLUMNS, _arrow, groups_of, has_nan, remember
 
 PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "weight", "tier"]
@@ -199,7 +199,9 @@ class RewardTexts:
             except BaseException as e:  # noqa: BLE001  (handed to pick, which raises it in the caller)
                 self._texts[i] = e
 
-    def pick(self, positions: np.ndarray) -> pa.Array:
+    def pick(self, positions: np.ndarray) -> pa.ChunkedArray:
+        """The texts of those rows, one chunk per piece (not concatenated: a table takes the chunks as they are,
+        and a concatenation would be another 18 MB of fresh pages at 800k rows)."""
         self._format(False)
         self._helper.result()  # the helper's last piece
         mask = np.zeros(self.rows, dtype=bool)
@@ -209,7 +211,7 @@ class RewardTexts:
             if isinstance(texts, BaseException):
                 raise texts
             kept.append(texts.filter(pa.array(mask[self._bounds[i]:self._bounds[i + 1]])))
-        return pa.concat_arrays(kept)
+        return pa.chunked_array(kept, type=TEXT)
 
 
 def rows_in(pairs: pd.DataFrame, kept: np.ndarray) -> pd.DataFrame:
@@ -248,12 +250,11 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
     data["margin"] = chosen_score - rejected_score
     pairs = pd.DataFrame(data)
     groups = groups_of(valid["prompt_id"])
-    paired = np.zeros(groups.n, dtype=bool)
     if len(rows) == 2:  # the rule told where its pairs are: no id matching
         used = np.zeros(len(valid), dtype=bool)
         for r in rows:
             used[r] = True
-        paired[groups.codes[rows[0]]] = True
+        paired = groups.any(used)  # every pair's rows are of its own prompt
     else:
         used = isin(valid["candidate_id"], pd.concat([pairs["chosen_id"], pairs["rejected_id"]])).to_numpy()
         paired = isin(pd.Series(groups.ids.to_pandas()), pairs["prompt_id"]).to_numpy()

@@ -26,11 +26,31 @@ class Groups:
     ids = each group's prompt id (arrow); starts = each group's first row when every group's rows are
     consecutive, else None."""
 
-    def __init__(self, codes: np.ndarray, ids: pa.Array, starts: np.ndarray | None, order: np.ndarray | None = None):
-        self.codes, self.ids, self.starts = codes, ids, starts
-        self.n, self.rows = len(ids), len(codes)
+    def __init__(self, codes: np.ndarray | None, ids: pa.Array, starts: np.ndarray | None,
+                 order: np.ndarray | None = None, rows: int | None = None):
+        """codes None: groups that are runs (starts given) of `rows` rows in all; codes are built on first use."""
+        self.ids, self.starts = ids, starts
+        self.n, self.rows = len(ids), len(codes) if codes is not None else rows
+        if codes is not None:
+            self.__dict__["codes"] = codes
         if order is not None:
             self.__dict__["order"] = order
+
+    @cached_property
+    def codes(self) -> np.ndarray:
+        """codes[i] = the group of row i. For runs built only when asked: max_min and finish never need all of
+        them (8 MB at 1M rows)."""
+        codes = np.repeat(np.arange(self.n), self.count())
+        codes.flags.writeable = False  # shared through the cache
+        return codes
+
+    def any(self, mask: np.ndarray) -> np.ndarray:
+        """Per group: whether any of its rows is True in mask (for runs without building codes)."""
+        if self.starts is not None and self.n:
+            return np.logical_or.reduceat(mask, self.starts)
+        out = np.zeros(self.n, dtype=bool)
+        out[self.codes[mask]] = True
+        return out
 
     @cached_property
     def order(self) -> np.ndarray:
@@ -203,8 +223,7 @@ def groups_of(prompt_ids: pd.Series) -> Groups:
             heads = arr.take(pa.array(starts))
             order, repeated = _sort_indices(heads, distinct=False)
             if not repeated:
-                codes = np.repeat(np.arange(len(starts)), np.diff(starts, append=n))
-                groups = Groups(codes, heads, starts, order)
+                groups = Groups(None, heads, starts, order, rows=n)
         if groups is None:
             codes, uniques = pd.factorize(prompt_ids)
             codes = codes.astype(np.intp, copy=False)
@@ -220,7 +239,8 @@ def remember(prompt_ids: pd.Series, groups: Groups) -> None:
     chunked = _chunked(prompt_ids)
     if chunked is None:
         return
-    groups.codes.flags.writeable = False  # shared through the cache
+    if "codes" in groups.__dict__:
+        groups.codes.flags.writeable = False  # shared through the cache
     key = id(chunked)
     _CACHE[key] = (weakref.ref(chunked, lambda _, key=key: _CACHE.pop(key, None)), groups)
 
