@@ -101,12 +101,9 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     pairs, rule_drops = out if isinstance(out, tuple) else (out, common.no_drops())
     all_drops.append(rule_drops)
     # what the rule dropped itself must not get a second, generic row (tie / not_selected) from finish
-    rest, kept = unclaimed(valid, pairs, rule_drops, rule)
-    if kept is not None:
-        pool_rows = np.flatnonzero(kept) if pool_rows is None else pool_rows[kept]
-        pairs = common.rows_in(pairs, kept)
+    kept = unclaimed(valid, pairs, rule_drops, rule)
     # without pool filters finish's rows are pool rows (pool_rows says which): the texts' positions hold
-    pairs, more = common.finish(pool, rest, pairs, rule, None if pool_filters else texts, pool_rows)
+    pairs, more = common.finish(pool, valid, pairs, rule, None if pool_filters else texts, pool_rows, kept)
     all_drops.append(more)
     ctx = dataclasses.replace(ctx, pool=valid) if ctx is not None else \
         SelectionContext(candidates=None, prompts=None, pool=valid)
@@ -119,13 +116,12 @@ def select(pool: pd.DataFrame, rule: str, params: dict | None = None, ctx: Selec
     return pairs, pd.concat(nonempty, ignore_index=True) if nonempty else drops
 
 
-def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame,
-              rule: str) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """The valid pool less what the rule's own drop rows account for: prompt-level rows remove the prompt
-    (which must then have no pair), candidate-level rows remove the candidate. Also the mask of valid's rows
-    kept (None: all of them, and the frame is valid itself)."""
+def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame, rule: str) -> np.ndarray | None:
+    """The mask of valid's rows that the rule's own drop rows do not account for (None: all of them):
+    prompt-level rows remove the prompt (which must then have no pair), candidate-level rows remove the candidate.
+    A mask, not the frame: filtering the 1M-row pool (verified drops a third of its prompts) cost 38 ms."""
     if rule_drops.empty:
-        return valid, None
+        return None
     whole = rule_drops["candidate_id"].isna()
     dropped_prompts = rule_drops.loc[whole, "prompt_id"]
     both = common.isin(pairs["prompt_id"], dropped_prompts)
@@ -136,4 +132,4 @@ def unclaimed(valid: pd.DataFrame, pairs: pd.DataFrame, rule_drops: pd.DataFrame
     gone = groups.broadcast(common.isin(pd.Series(groups.ids.to_pandas()), dropped_prompts).to_numpy())
     if not whole.all():
         gone = gone | common.isin(valid["candidate_id"], rule_drops.loc[~whole, "candidate_id"]).to_numpy()
-    return valid[~gone], ~gone
+    return ~gone

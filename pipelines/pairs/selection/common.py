@@ -214,25 +214,12 @@ class RewardTexts:
         return pa.chunked_array(kept, type=TEXT)
 
 
-def rows_in(pairs: pd.DataFrame, kept: np.ndarray) -> pd.DataFrame:
-    """pairs whose row positions (ROW_COLUMNS, into a pool) are moved to that pool's rows where kept is True. A
-    pair must not use a row that is not kept (the rule dropped a candidate it paired: a bug in the rule)."""
-    if not all(c in pairs for c in ROW_COLUMNS):
-        return pairs
-    position = np.cumsum(kept) - 1
-    moved = {}
-    for c in ROW_COLUMNS:
-        rows = pairs[c].to_numpy()
-        if not kept[rows].all():
-            raise RuntimeError("a rule paired a candidate it also dropped")
-        moved[c] = position[rows]
-    return pairs.assign(**moved)
-
-
 def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: str,
-           texts: RewardTexts | None = None, pool_rows: np.ndarray | None = None):
+           texts: RewardTexts | None = None, pool_rows: np.ndarray | None = None, kept: np.ndarray | None = None):
     """Drop tied pairs; record valid candidates of paired prompts that no pair used; fill weight/tier.
-    texts: the pool's reward texts (RewardTexts), valid's row i being pool row pool_rows[i] (None: row i)."""
+    texts: the pool's reward texts (RewardTexts), valid's row i being pool row pool_rows[i] (None: row i).
+    kept: valid's rows that get rows here (None: all); the others the rule accounted for with drop rows of its own
+    (a prompt without kept rows gets no tie row, a candidate not kept no not_selected row)."""
     n = len(pairs)
     data = {c: pairs[c].array for c in pairs.columns if c not in ROW_COLUMNS}  # one frame at the end, no copies
     data["weight"] = pairs["weight"].fillna(1.0).to_numpy(dtype="float64") if "weight" in pairs else np.ones(n)
@@ -254,13 +241,16 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
         used = np.zeros(len(valid), dtype=bool)
         for r in rows:
             used[r] = True
+        if kept is not None and not all(kept[r].all() for r in rows):
+            raise RuntimeError(f"rule {rule} paired a candidate it also dropped")
         paired = groups.any(used)  # every pair's rows are of its own prompt
     else:
         used = isin(valid["candidate_id"], pd.concat([pairs["chosen_id"], pairs["rejected_id"]])).to_numpy()
         paired = isin(pd.Series(groups.ids.to_pandas()), pairs["prompt_id"]).to_numpy()
     # a prompt that got no pair at all (all its pairs tied, or the rule found none) must still be accounted for
-    if not paired.all():
-        unpaired = groups.ids.filter(pa.array(~paired))
+    unpaired = ~paired if kept is None else ~paired & groups.any(kept)
+    if unpaired.any():
+        unpaired = groups.ids.filter(pa.array(unpaired))
         unpaired = unpaired.take(pc.sort_indices(unpaired))
         if drops:
             unpaired = unpaired.filter(pc.invert(pc.is_in(unpaired, value_set=_arrow(drops[0]["prompt_id"]))))
@@ -268,6 +258,8 @@ def finish(pool: pd.DataFrame, valid: pd.DataFrame, pairs: pd.DataFrame, rule: s
             drops.append(schema.drop_rows(unpaired, "select", "tie", "rule produced no pair with distinct rewards",
                                           rule=rule))
     left = groups.broadcast(paired) & ~used
+    if kept is not None:
+        left &= kept
     if left.any():
         mask = pa.array(left)
         # the ids first: with a helper thread on the texts, that is work done before the wait for them

@@ -123,9 +123,10 @@ def pandas_verified(pool: pd.DataFrame, correct_scorer: str = "math_verify", thr
 
 @pytest.mark.parametrize("layout", ["uniform", "shuffled"])
 def test_select_with_it_equals_select_with_the_pandas_version(monkeypatch, layout):
-    """select's path for a rule that returns row positions and drops prompts (positions moved to the rows left,
-    the not_selected texts from the helper thread) against its id-matching path (the pandas rule returns no
-    positions): the same pairs and the same drop rows, detail texts included; with scorer errors in the pool."""
+    """select's path for a rule that returns row positions and drops prompts (finish told which rows the rule
+    accounted for, the not_selected texts from the helper thread) against its id-matching path (the pandas rule
+    returns no positions): the same pairs and the same drop rows, detail texts included; with scorer errors in
+    the pool."""
     import pipelines.pairs.selection as selection
     from pipelines.pairs.selection import common
 
@@ -145,3 +146,23 @@ def test_select_with_it_equals_select_with_the_pandas_version(monkeypatch, layou
     assert sorted(rows(drops, list(want_drops.columns)), key=repr) == \
         sorted(rows(want_drops, list(want_drops.columns)), key=repr)
     assert len(drops.drop_duplicates(key)) == len(drops)
+
+
+def test_a_rule_that_pairs_a_candidate_it_dropped_is_an_error(monkeypatch):
+    """The rows the rule accounts for with its own drop rows get none from finish; pairing one of them as well is a
+    bug in the rule, and select says so instead of writing both."""
+    import pipelines.pairs.selection as selection
+
+    pool = random_pool(3, n_prompts=20, layout="uniform")
+
+    def greedy(valid, **_):  # pairs the first two rows of the first prompt and drops the first as a duplicate
+        pairs = pd.DataFrame({"prompt_id": [valid["prompt_id"].iloc[0]], "chosen_id": [valid["candidate_id"].iloc[0]],
+                              "rejected_id": [valid["candidate_id"].iloc[1]], "chosen_score": [2.0],
+                              "rejected_score": [1.0], "_chosen_pos": [0], "_rejected_pos": [1]})
+        drops = schema.drop_rows([valid["prompt_id"].iloc[0]], "select", "duplicate_response", "dup",
+                                 rule="greedy", candidate_ids=[valid["candidate_id"].iloc[0]])
+        return pairs, drops
+
+    monkeypatch.setattr(selection, "get_rule", lambda name: greedy)
+    with pytest.raises(RuntimeError, match="paired a candidate it also dropped"):
+        select(pool, "greedy")
